@@ -1,0 +1,254 @@
+"""Data-quality rules of a dataset spec: parse a batch file and list what breaks a rule.
+
+Used twice: by the write-audit-publish ingestion (on the ingest branch, before main) and by the
+``dataset`` asset's blocking checks (on the commit it read). Every violation names the file,
+the column, the rule and what to do. Plain library code: no Dagster import.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlops_assets.specs import DatasetSpec
+
+# The check (asset check name) each rule belongs to.
+RULE_CHECK = {
+    "encoding": "schema",
+    "empty_file": "schema",
+    "unparseable": "schema",
+    "missing_column": "schema",
+    "unexpected_column": "schema",
+    "dtype": "schema",
+    "nulls": "nulls",
+    "range": "ranges",
+    "allowed_values": "ranges",
+    "row_count": "row_count",
+    "duplicate_keys": "duplicate_keys",
+}
+CHECKS = ("schema", "nulls", "ranges", "row_count", "duplicate_keys")
+SOURCE_COLUMN = "_source_file"
+
+
+@dataclass(frozen=True)
+class Violation:
+    file: str
+    column: str | None
+    rule: str
+    detail: str
+
+    @property
+    def check(self) -> str:
+        return RULE_CHECK[self.rule]
+
+    def __str__(self) -> str:
+        where = f"file '{self.file}'" + (f" column '{self.column}'" if self.column else "")
+        return f"{where}: rule '{self.rule}': {self.detail}"
+
+
+def _rows(mask: pd.Series, limit: int = 5) -> str:
+    """Data-row numbers (1 = first row after the header) where ``mask`` holds."""
+    idx = [int(i) + 1 for i in mask[mask].index[:limit]]
+    more = int(mask.sum()) - len(idx)
+    return ", ".join(map(str, idx)) + (f" and {more} more" if more > 0 else "")
+
+
+def parse_batch(
+    file: str, raw: bytes, spec: DatasetSpec
+) -> tuple[pd.DataFrame | None, list[Violation]]:
+    """Decode, parse and type one CSV batch; return the typed frame and schema violations.
+
+    Values that cannot be converted to the column's dtype become missing and are reported,
+    so one bad cell never hides the others.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        return None, [
+            Violation(
+                file,
+                None,
+                "encoding",
+                f"not UTF-8 (byte 0x{raw[e.start]:02x} on line {line}): re-export the file as "
+                "UTF-8",
+            )
+        ]
+    if not text.strip():
+        return None, [
+            Violation(file, None, "empty_file", "the file is empty: expected a CSV header and rows")
+        ]
+    try:
+        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        return None, [Violation(file, None, "unparseable", f"not a valid CSV file: {e}")]
+    violations: list[Violation] = []
+    if df.empty:
+        violations.append(Violation(file, None, "empty_file", "the file has a header but no rows"))
+    missing = [c for c in spec.columns if c not in df.columns]
+    for col in missing:
+        violations.append(
+            Violation(file, col, "missing_column", "column is missing: add it to the batch")
+        )
+    for col in df.columns:
+        if col not in spec.columns:
+            violations.append(
+                Violation(
+                    file,
+                    col,
+                    "unexpected_column",
+                    "column is not in the dataset spec: remove it or add it to the spec",
+                )
+            )
+    out = pd.DataFrame(index=df.index)
+    for col, cs in spec.columns.items():
+        if col not in df.columns:
+            continue
+        raw_col = df[col]
+        if cs.dtype in ("int", "float"):
+            typed = pd.to_numeric(raw_col, errors="coerce")
+            bad = typed.isna() & raw_col.notna()
+            if cs.dtype == "int":
+                frac = typed.notna() & (typed % 1 != 0)
+                bad |= frac
+                typed = typed.where(~frac)
+            out[col] = typed.astype("Int64" if cs.dtype == "int" else "float64")
+        elif cs.dtype == "date":
+            typed = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")
+            bad = typed.isna() & raw_col.notna()
+            out[col] = typed
+        else:
+            out[col] = raw_col.astype("string")
+            bad = pd.Series(False, index=df.index)
+        if bad.any():
+            examples = ", ".join(repr(v) for v in raw_col[bad].head(3))
+            violations.append(
+                Violation(
+                    file,
+                    col,
+                    "dtype",
+                    f"{int(bad.sum())} value(s) are not {cs.dtype} (rows {_rows(bad)}; e.g. "
+                    f"{examples}): fix the values or the column's dtype in the spec",
+                )
+            )
+    out[SOURCE_COLUMN] = file
+    return out, violations
+
+
+def audit_frame(
+    df: pd.DataFrame,
+    spec: DatasetSpec,
+    existing_keys: Iterable[str] = (),
+    check_row_count: bool = False,
+) -> list[Violation]:
+    """Nulls, ranges, allowed values, duplicate keys (within and against ``existing_keys``)."""
+    violations: list[Violation] = []
+    files = df[SOURCE_COLUMN] if SOURCE_COLUMN in df else pd.Series("(frame)", index=df.index)
+
+    def where(mask: pd.Series) -> str:
+        return ", ".join(sorted(set(files[mask])))
+
+    for col, cs in spec.columns.items():
+        if col not in df.columns:
+            continue
+        values = df[col]
+        if not cs.nullable and values.isna().any():
+            mask = values.isna()
+            violations.append(
+                Violation(
+                    where(mask),
+                    col,
+                    "nulls",
+                    f"{int(mask.sum())} missing value(s) where none are allowed "
+                    f"(rows {_rows(mask)}): fill them or mark the column nullable in the spec",
+                )
+            )
+        present = values.notna()
+        if cs.min is not None or cs.max is not None:
+            low = present & (values < cs.min) if cs.min is not None else present & False
+            high = present & (values > cs.max) if cs.max is not None else present & False
+            mask = (low | high).fillna(False).astype(bool)
+            if mask.any():
+                violations.append(
+                    Violation(
+                        where(mask),
+                        col,
+                        "range",
+                        f"{int(mask.sum())} value(s) outside [{cs.min}, {cs.max}] "
+                        f"(rows {_rows(mask)}; e.g. {values[mask].head(3).tolist()})",
+                    )
+                )
+        if cs.allowed is not None:
+            allowed = {str(a) for a in cs.allowed}
+            as_text = values.astype("string")
+            mask = (present & ~as_text.isin(allowed)).fillna(False).astype(bool)
+            if mask.any():
+                seen = sorted(set(as_text[mask].head(20)))
+                violations.append(
+                    Violation(
+                        where(mask),
+                        col,
+                        "allowed_values",
+                        f"{int(mask.sum())} value(s) not in {sorted(allowed)} "
+                        f"(rows {_rows(mask)}; found {seen})",
+                    )
+                )
+    if spec.key in df.columns:
+        keys = df[spec.key]
+        dup = keys.notna() & keys.duplicated(keep=False)
+        if dup.any():
+            violations.append(
+                Violation(
+                    where(dup),
+                    spec.key,
+                    "duplicate_keys",
+                    f"{int(keys[dup].nunique())} key(s) appear more than once "
+                    f"(e.g. {keys[dup].head(3).tolist()}): keys must be unique",
+                )
+            )
+        existing = set(existing_keys)
+        if existing:
+            clash = keys.isin(existing)
+            if clash.any():
+                violations.append(
+                    Violation(
+                        where(clash),
+                        spec.key,
+                        "duplicate_keys",
+                        f"{int(clash.sum())} key(s) already exist on main "
+                        f"(e.g. {keys[clash].head(3).tolist()}): a batch must bring new rows",
+                    )
+                )
+    if check_row_count and len(df) < spec.min_rows:
+        violations.append(
+            Violation(
+                where(pd.Series(True, index=df.index)) or "(no files)",
+                None,
+                "row_count",
+                f"{len(df)} row(s), fewer than the spec's min_rows={spec.min_rows}: "
+                "ingest more batches or lower min_rows",
+            )
+        )
+    return violations
+
+
+def load_dataset(
+    files: dict[str, bytes], spec: DatasetSpec
+) -> tuple[pd.DataFrame, list[Violation]]:
+    """Parse every batch file and audit the concatenation; files that cannot be parsed at all
+    are left out and reported."""
+    frames, violations = [], []
+    for name in sorted(files):
+        df, problems = parse_batch(name, files[name], spec)
+        violations.extend(problems)
+        if df is not None and not df.empty:
+            frames.append(df)
+    if frames:
+        data = pd.concat(frames, ignore_index=True)
+    else:
+        data = pd.DataFrame({c: pd.Series(dtype="object") for c in [*spec.columns, SOURCE_COLUMN]})
+    violations.extend(audit_frame(data, spec, check_row_count=True))
+    return data, violations

@@ -1,0 +1,174 @@
+"""Demo data without the internet: realistic daily batches, drift scenarios and bad batches.
+
+Each generator makes one day of rows for one spec: numeric and categorical features, a target
+with a learnable relationship, noise, and weekly/yearly seasonality. Drift scenarios change the
+world the way production data changes:
+
+- ``covariate_shift``: the feature distributions move (the relationship stays).
+- ``concept_drift``: the relationship between features and target changes.
+
+Faults make a batch that must be rejected by the write-audit-publish ingestion, one per rule,
+so the demo (and the tests) can show a bad batch never reaching main.
+
+Plain library code: no Dagster import. Deterministic for a given (spec, day, seed, scenario).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+DRIFTS = ("none", "covariate_shift", "concept_drift")
+FAULTS = (
+    "missing_column",
+    "wrong_dtype",
+    "nulls",
+    "out_of_range",
+    "unknown_category",
+    "duplicate_keys",
+    "empty_file",
+    "not_utf8",
+)
+
+
+def _rng(name: str, day: dt.date, seed: int, drift: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{name}|{day.isoformat()}|{seed}|{drift}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _season(day: dt.date) -> float:
+    """Yearly seasonality in [-1, 1], peaking mid-summer."""
+    return float(np.sin(2 * np.pi * (day.timetuple().tm_yday - 80) / 365.25))
+
+
+def _churn(day: dt.date, rows: int, rng: np.random.Generator, drift: str) -> pd.DataFrame:
+    shifted = drift == "covariate_shift"
+    plan = rng.choice(
+        ["basic", "standard", "premium"],
+        size=rows,
+        p=[0.2, 0.3, 0.5] if shifted else [0.5, 0.35, 0.15],
+    )
+    region = rng.choice(["north", "south", "east", "west"], size=rows, p=[0.3, 0.2, 0.25, 0.25])
+    tenure = np.clip(rng.gamma(2.0, 6.0 if shifted else 12.0, rows), 0, 240).round().astype(int)
+    base_charge = pd.Series(plan).map({"basic": 25.0, "standard": 55.0, "premium": 95.0}).values
+    charges = np.clip(base_charge * (1.4 if shifted else 1.0) + rng.normal(0, 8, rows), 1, 999)
+    tickets = rng.poisson(2.5 if shifted else 1.2, rows)
+    usage = np.clip(rng.normal(40 + 15 * _season(day), 15, rows), 0, 744)
+    usage[rng.random(rows) < 0.02] = np.nan  # usage metering sometimes misses a customer
+    logit = (
+        -1.0
+        - 0.06 * tenure
+        + 0.025 * (charges - 50)
+        + 0.45 * tickets
+        - 0.02 * np.nan_to_num(usage, nan=40)
+        + 0.5 * (plan == "basic")
+    )
+    if drift == "concept_drift":
+        # Loyalty stops protecting: long-tenure customers now churn on support trouble.
+        logit = -1.0 + 0.03 * tenure + 0.9 * tickets - 0.02 * (charges - 50)
+    churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    stamp = day.strftime("%Y%m%d")
+    return pd.DataFrame(
+        {
+            "customer_id": [f"C{stamp}-{i:05d}" for i in range(rows)],
+            "snapshot_date": day.isoformat(),
+            "tenure_months": tenure,
+            "monthly_charges": charges.round(2),
+            "support_tickets": tickets,
+            "usage_hours": usage.round(1),
+            "plan": plan,
+            "region": region,
+            "churned": churned,
+        }
+    )
+
+
+def _demand(day: dt.date, rows: int, rng: np.random.Generator, drift: str) -> pd.DataFrame:
+    shifted = drift == "covariate_shift"
+    store_type = rng.choice(["mall", "street", "outlet"], size=rows, p=[0.4, 0.4, 0.2])
+    temp = rng.normal(12 + 10 * _season(day) + (9 if shifted else 0), 4, rows)
+    price = np.clip(rng.lognormal(np.log(8.0 if shifted else 5.0), 0.3, rows), 0.01, 499)
+    promotion = (rng.random(rows) < (0.5 if shifted else 0.2)).astype(int)
+    dow = np.full(rows, day.weekday())
+    weekend = (dow >= 5).astype(float)
+    base = pd.Series(store_type).map({"mall": 120.0, "street": 80.0, "outlet": 60.0}).values
+    units = base * (1 + 0.3 * weekend) + 2.5 * temp - 6.0 * price + 35 * promotion
+    if drift == "concept_drift":
+        # Shoppers become price-insensitive and promotions stop working.
+        units = base * (1 + 0.3 * weekend) + 2.5 * temp - 0.5 * price + 0 * promotion + 40
+    units = np.clip(units + rng.normal(0, 10, rows), 0, None)
+    stamp = day.strftime("%Y%m%d")
+    return pd.DataFrame(
+        {
+            "record_id": [f"R{stamp}-{i:05d}" for i in range(rows)],
+            "sale_date": day.isoformat(),
+            "temperature_c": temp.round(1),
+            "price": price.round(2),
+            "promotion": promotion,
+            "day_of_week": dow,
+            "store_type": store_type,
+            "units_sold": units.round(1),
+        }
+    )
+
+
+GENERATORS: dict[str, Callable[[dt.date, int, np.random.Generator, str], pd.DataFrame]] = {
+    "churn": _churn,
+    "demand": _demand,
+}
+
+
+def simulate_batch(
+    simulator: str, day: dt.date, rows: int = 500, seed: int = 0, drift: str = "none"
+) -> pd.DataFrame:
+    """One day of data for ``simulator`` (a spec's ``simulator`` name)."""
+    if simulator not in GENERATORS:
+        raise ValueError(
+            f"no demo-data simulator {simulator!r}; known: {', '.join(sorted(GENERATORS))}"
+        )
+    if drift not in DRIFTS:
+        raise ValueError(f"unknown drift scenario {drift!r}; choose one of {', '.join(DRIFTS)}")
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    return GENERATORS[simulator](day, rows, _rng(simulator, day, seed, drift), drift)
+
+
+def to_csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False).encode("utf-8")
+
+
+def inject_fault(df: pd.DataFrame, fault: str, key: str, target: str) -> bytes:
+    """Turn a good batch into CSV bytes that break exactly one ingestion rule."""
+    df = df.copy()
+    numeric = [c for c in df.columns if pd.api.types.is_float_dtype(df[c]) and c != target]
+    column = numeric[0]
+    if fault == "missing_column":
+        df = df.drop(columns=[column])
+    elif fault == "wrong_dtype":
+        df[column] = df[column].astype(object)
+        df.loc[df.index[:3], column] = "n/a"
+    elif fault == "nulls":
+        df[key] = df[key].astype(object)
+        df.loc[df.index[:5], key] = None
+    elif fault == "out_of_range":
+        df.loc[df.index[:4], column] = -1e9
+    elif fault == "unknown_category":
+        cat = next(c for c in df.columns if df[c].dtype == object and c != key and 1 < df[c].nunique() < 10
+        )
+        df.loc[df.index[:2], cat] = "unknown"
+    elif fault == "duplicate_keys":
+        df.loc[df.index[1:4], key] = df.loc[df.index[0], key]
+    elif fault == "empty_file":
+        return b""
+    elif fault == "not_utf8":
+        return to_csv_bytes(df).replace(b"\n", "\n\u00e9".encode("latin-1"), 3)
+    else:
+        raise ValueError(f"unknown fault {fault!r}; choose one of {', '.join(FAULTS)}")
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    return buf.getvalue().encode("utf-8")

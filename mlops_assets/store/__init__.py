@@ -1,0 +1,50 @@
+"""Versioned data store with lakeFS semantics: one interface, two backends.
+
+``local`` keeps repositories on local disk (the embedded default, no server);
+``lakefs`` talks to a lakeFS server through the maintained ``lakefs-sdk``.
+This package imports no Dagster.
+"""
+
+from mlops_assets.store.base import (
+    Change,
+    Commit,
+    MergeConflict,
+    NothingToCommit,
+    NotFound,
+    StoreAuthError,
+    StoreError,
+    StoreUnavailable,
+    VersionedStore,
+)
+
+__all__ = [
+    "Change",
+    "Commit",
+    "MergeConflict",
+    "NotFound",
+    "NothingToCommit",
+    "StoreAuthError",
+    "StoreError",
+    "StoreUnavailable",
+    "VersionedStore",
+    "open_store",
+]
+
+
+def open_store(backend: str, repository: str, **options: str) -> VersionedStore:
+    """Open the store for ``backend`` ('local' or 'lakefs').
+
+    Options: ``root`` for local; ``endpoint``, ``access_key_id``, ``secret_access_key``
+    and optionally ``storage_namespace`` for lakefs.
+    """
+    if backend == "local":
+        from mlops_assets.store.local import LocalStore
+
+        return LocalStore(root=options["root"], repository=repository)
+    if backend == "lakefs":
+        from mlops_assets.store.lakefs import LakeFSStore
+
+        return LakeFSStore(repository=repository, **options)
+    raise StoreError(
+        f"unknown data backend {backend!r}: set MLOPS_DATA_BACKEND to 'local' (embedded) or 'lakefs'"
+    )
