@@ -34,9 +34,7 @@ class IngestResult:
 
     def summary(self) -> str:
         if self.published:
-            return (
-                f"published {self.path} ({self.rows} rows) to main at commit {self.main_commit}"
-            )
+            return f"published {self.path} ({self.rows} rows) to main at commit {self.main_commit}"
         lines = [
             f"rejected {self.path}: it stays on branch '{self.branch}' "
             f"(commit {self.ingest_commit}); main is unchanged at {self.main_commit}"
@@ -75,7 +73,7 @@ def ingest_batch(
             f"batch {path!r} is already on main of {spec.dataset.repository!r}: "
             "use a new batch name"
         )
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     branch = f"ingest-{name}-{stamp}-{uuid.uuid4().hex[:6]}"
     base = store.create_branch(branch, "main")
     store.put(branch, path, data)

@@ -158,7 +158,8 @@ def inject_fault(df: pd.DataFrame, fault: str, key: str, target: str) -> bytes:
     elif fault == "out_of_range":
         df.loc[df.index[:4], column] = -1e9
     elif fault == "unknown_category":
-        cat = next(c for c in df.columns if df[c].dtype == object and c != key and 1 < df[c].nunique() < 10
+        cat = next(
+            c for c in df.columns if df[c].dtype == object and c != key and 1 < df[c].nunique() < 10
         )
         df.loc[df.index[:2], cat] = "unknown"
     elif fault == "duplicate_keys":

@@ -9,8 +9,8 @@ from mlops_assets.store.base import (
     Change,
     Commit,
     MergeConflict,
-    NothingToCommit,
     NotFound,
+    NothingToCommit,
     StoreAuthError,
     StoreError,
     StoreUnavailable,
@@ -46,5 +46,6 @@ def open_store(backend: str, repository: str, **options: str) -> VersionedStore:
 
         return LakeFSStore(repository=repository, **options)
     raise StoreError(
-        f"unknown data backend {backend!r}: set MLOPS_DATA_BACKEND to 'local' (embedded) or 'lakefs'"
+        f"unknown data backend {backend!r}: "
+        "set MLOPS_DATA_BACKEND to 'local' (embedded) or 'lakefs'"
     )

@@ -18,8 +18,8 @@ from mlops_assets.store.base import (
     Change,
     Commit,
     MergeConflict,
-    NothingToCommit,
     NotFound,
+    NothingToCommit,
     StoreAuthError,
     StoreError,
     StoreUnavailable,
@@ -30,7 +30,12 @@ from mlops_assets.store.base import (
 
 T = TypeVar("T")
 _PAGE = 1000
-_CHANGE_TYPES = {"added": "added", "removed": "removed", "changed": "changed", "conflict": "changed"}
+_CHANGE_TYPES = {
+    "added": "added",
+    "removed": "removed",
+    "changed": "changed",
+    "conflict": "changed",
+}
 
 
 class LakeFSStore(VersionedStore):
@@ -136,7 +141,8 @@ class LakeFSStore(VersionedStore):
             self._repos.create_repository,
             self._sdk.RepositoryCreation(
                 name=self.repository,
-                storage_namespace=self.storage_namespace,
+                # One namespace base serves many repositories: each gets its own folder.
+                storage_namespace=f"{self.storage_namespace.rstrip('/')}/{self.repository}",
                 default_branch=self.default_branch,
             ),
         )

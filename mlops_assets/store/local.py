@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import getpass
 import hashlib
+import heapq
 import json
 import os
 import tempfile
@@ -33,8 +34,8 @@ from mlops_assets.store.base import (
     Change,
     Commit,
     MergeConflict,
-    NothingToCommit,
     NotFound,
+    NothingToCommit,
     StoreError,
     VersionedStore,
     check_branch_name,
@@ -102,9 +103,7 @@ class LocalStore(VersionedStore):
         try:
             return json.loads(self._branch_file(name).read_bytes())
         except FileNotFoundError:
-            raise NotFound(
-                f"branch {name!r} not found in repository {self.repository!r}"
-            ) from None
+            raise NotFound(f"branch {name!r} not found in repository {self.repository!r}") from None
 
     def _write_branch(self, name: str, state: dict) -> None:
         _atomic_write(self._branch_file(name), _dump(state))
@@ -298,9 +297,27 @@ class LocalStore(VersionedStore):
 
     def log(self, ref: str, limit: int = 100) -> list[Commit]:
         ancestors = self._ancestors(self._resolve(ref))
-        commits = [self._to_commit(self._read_commit(c)) for c in ancestors]
-        commits.sort(key=lambda c: (c.creation_date, -ancestors[c.id]), reverse=True)
-        return commits[:limit]
+        commits = {c: self._to_commit(self._read_commit(c)) for c in ancestors}
+        # Topological, newest first: a commit is listed only after every child of it.
+        children = dict.fromkeys(commits, 0)
+        for c in commits.values():
+            for p in c.parents:
+                children[p] += 1
+        ready = [
+            (-c.creation_date, ancestors[c.id], c.id)
+            for c in commits.values()
+            if not children[c.id]
+        ]
+        heapq.heapify(ready)
+        ordered: list[Commit] = []
+        while ready and len(ordered) < limit:
+            _, _, cid = heapq.heappop(ready)
+            ordered.append(commits[cid])
+            for p in commits[cid].parents:
+                children[p] -= 1
+                if not children[p]:
+                    heapq.heappush(ready, (-commits[p].creation_date, ancestors[p], p))
+        return ordered
 
     def diff(self, left: str, right: str) -> list[Change]:
         a = self._tree(left, with_staging=False)
@@ -346,7 +363,7 @@ class LocalStore(VersionedStore):
             conflicts = []
             for path in set(base) | set(src) | set(dest):
                 b, s, d = base.get(path), src.get(path), dest.get(path)
-                if s == b or s == d:
+                if s in (b, d):
                     continue
                 if d == b:
                     if s is None:

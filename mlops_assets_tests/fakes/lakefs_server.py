@@ -25,8 +25,8 @@ from lakefs_sdk import models
 from mlops_assets.store import local
 from mlops_assets.store.base import (
     MergeConflict,
-    NothingToCommit,
     NotFound,
+    NothingToCommit,
     StoreError,
 )
 
@@ -216,7 +216,9 @@ def _make_handler(fake: FakeLakeFS):
 
         def diff_branch(self, q, repo, branch):
             diffs = _diff_models(fake.store(repo).uncommitted(branch))
-            page, pag = _page(diffs, q.get("after", ""), int(q.get("amount", 100)), lambda d: d.path)
+            page, pag = _page(
+                diffs, q.get("after", ""), int(q.get("amount", 100)), lambda d: d.path
+            )
             self._json(200, models.DiffList(pagination=pag, results=page))
 
         def upload(self, q, repo, branch):
@@ -281,7 +283,9 @@ def _make_handler(fake: FakeLakeFS):
 
         def diff_refs(self, q, repo, left, right):
             diffs = _diff_models(fake.store(repo).diff(left, right))
-            page, pag = _page(diffs, q.get("after", ""), int(q.get("amount", 100)), lambda d: d.path)
+            page, pag = _page(
+                diffs, q.get("after", ""), int(q.get("amount", 100)), lambda d: d.path
+            )
             self._json(200, models.DiffList(pagination=pag, results=page))
 
         def merge(self, q, repo, source, dest):
@@ -312,4 +316,3 @@ def _make_handler(fake: FakeLakeFS):
         ("POST", rf"/repositories/{Q}/tags", Handler.create_tag),
     ]
     return Handler
-

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlops_assets.store import Change, MergeConflict, NothingToCommit, NotFound
+from mlops_assets.store import Change, MergeConflict, NotFound, NothingToCommit
 
 
 def test_new_repository_has_main_with_an_initial_commit(store):

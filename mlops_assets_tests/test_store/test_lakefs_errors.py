@@ -27,7 +27,7 @@ def test_refused_keys_name_the_variables_to_check(fake_lakefs):
     store = open_store(
         "lakefs", "demo", endpoint=fake_lakefs.url, access_key_id="wrong", secret_access_key="no"
     )
-    with pytest.raises(StoreAuthError, match="refused the credentials.*LAKEFS_ACCESS_KEY_ID"):
+    with pytest.raises(StoreAuthError, match=r"refused the credentials.*LAKEFS_ACCESS_KEY_ID"):
         store.ensure_repository()
 
 

@@ -1,0 +1,183 @@
+"""``mlops``: seed the demo data, ingest a batch through write-audit-publish, inspect history.
+
+Examples::
+
+    mlops seed                                  # 14 days of demo data for every spec
+    mlops ingest churn                          # the next day of churn data arrives
+    mlops ingest churn --drift covariate_shift  # ... and the world has changed
+    mlops ingest demand --fault nulls           # a bad batch: rejected, main unchanged
+    mlops ingest churn --file today.csv         # your own file, same audit
+    mlops log churn
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import re
+import sys
+from pathlib import Path
+
+from mlops_assets import settings
+from mlops_assets.ingest import IngestResult, ingest_batch
+from mlops_assets.simulator import DRIFTS, FAULTS, inject_fault, simulate_batch, to_csv_bytes
+from mlops_assets.specs import ModelSpec, load_specs
+from mlops_assets.specs.model import get_spec
+from mlops_assets.store import StoreError, VersionedStore, open_store
+
+DAY = re.compile(r"day-(\d{4}-\d{2}-\d{2})")
+
+
+def store_for(spec: ModelSpec) -> VersionedStore:
+    return open_store(
+        settings.data_backend(), spec.dataset.repository, **settings.store_options_from_env()
+    )
+
+
+def _batch_days(store: VersionedStore, spec: ModelSpec) -> list[dt.date]:
+    store.ensure_repository()
+    days = []
+    for path in store.list("main", spec.dataset.prefix):
+        m = DAY.search(path)
+        if m:
+            days.append(dt.date.fromisoformat(m.group(1)))
+    return sorted(days)
+
+
+def report_to_dagster(result: IngestResult) -> str | None:
+    """Record the audit (and the new data version) on the Dagster instance, if there is one.
+
+    The audit appears as the ``ingest_audit`` check of ``<spec>/raw_data`` in the UI; a
+    published batch also records an observation whose data version is the new main commit,
+    so Dagster knows about the commit at once.
+    """
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    import dagster as dg
+
+    from mlops_assets.defs.data.assets import raw_data_key, report_ingest_audit
+
+    with dg.DagsterInstance.get() as instance:
+        report_ingest_audit(instance, result)
+    return f"recorded on the Dagster instance as {raw_data_key(result.spec).to_user_string()}"
+
+
+def _print_result(result: IngestResult, report: bool) -> int:
+    print(f"[{result.spec}] {result.summary()}")
+    if report:
+        where = report_to_dagster(result)
+        if where:
+            print(f"[{result.spec}] {where}")
+    return 0 if result.published else 2
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    specs = [s for s in load_specs() if s.simulator and (not args.spec or s.name in args.spec)]
+    end = dt.date.fromisoformat(args.end) if args.end else dt.date.today() - dt.timedelta(days=1)
+    status = 0
+    for spec in specs:
+        store = store_for(spec)
+        have = set(_batch_days(store, spec))
+        todo = [end - dt.timedelta(days=i) for i in reversed(range(args.days))]
+        todo = [d for d in todo if d not in have]
+        if not todo:
+            print(f"[{spec.name}] already seeded ({len(have)} batches on main)")
+            continue
+        for day in todo:
+            df = simulate_batch(spec.simulator, day, rows=args.rows, seed=args.seed)
+            result = ingest_batch(store, spec, to_csv_bytes(df), f"day-{day}", {"day": str(day)})
+            if not result.published:
+                status = _print_result(result, args.report)
+        print(f"[{spec.name}] seeded {len(todo)} day(s); main is at {store.head('main')}")
+    return status
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    spec = get_spec(args.spec)
+    store = store_for(spec)
+    meta: dict[str, str] = {}
+    if args.file:
+        path = Path(args.file)
+        data = path.read_bytes()
+        name = args.name or path.stem
+        meta["file"] = path.name
+    else:
+        if not spec.simulator:
+            raise SystemExit(f"spec {spec.name!r} has no simulator: pass --file PATH")
+        days = _batch_days(store, spec)
+        day = (
+            dt.date.fromisoformat(args.date)
+            if args.date
+            else (days[-1] + dt.timedelta(days=1) if days else dt.date.today())
+        )
+        df = simulate_batch(spec.simulator, day, rows=args.rows, seed=args.seed, drift=args.drift)
+        data = to_csv_bytes(df)
+        if args.fault:
+            data = inject_fault(df, args.fault, spec.dataset.key, spec.target)
+        name = args.name or "-".join(
+            x for x in (f"day-{day}", args.drift if args.drift != "none" else "", args.fault) if x
+        )
+        meta.update(day=str(day), drift=args.drift, fault=args.fault or "none")
+    return _print_result(ingest_batch(store, spec, data, name, meta), args.report)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    store = store_for(get_spec(args.spec))
+    for c in store.log(args.ref, limit=args.n):
+        when = dt.datetime.fromtimestamp(c.creation_date, dt.UTC).isoformat()
+        print(f"{c.id[:12]}  {when}  {c.message}  {c.metadata or ''}")
+    branches = store.list_branches()
+    print("branches: " + ", ".join(f"{b}@{cid[:12]}" for b, cid in sorted(branches.items())))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--no-report",
+        dest="report",
+        action="store_false",
+        help="do not record audits on the Dagster instance ($DAGSTER_HOME)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seed = sub.add_parser("seed", help="ingest N days of demo data for every spec (idempotent)")
+    seed.add_argument("--days", type=int, default=14)
+    seed.add_argument("--rows", type=int, default=400, help="rows per day")
+    seed.add_argument("--seed", type=int, default=0)
+    seed.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday)")
+    seed.add_argument("--spec", action="append", help="only this spec (repeatable)")
+    seed.set_defaults(fn=cmd_seed)
+
+    ingest = sub.add_parser("ingest", help="commit one batch through write-audit-publish")
+    ingest.add_argument("spec", help="model spec name, e.g. churn")
+    ingest.add_argument("--file", help="a CSV file to ingest instead of simulated data")
+    ingest.add_argument("--name", help="batch name (default: day-<date>[-drift][-fault])")
+    ingest.add_argument("--date", help="simulated day, YYYY-MM-DD (default: the next day)")
+    ingest.add_argument("--rows", type=int, default=400)
+    ingest.add_argument("--seed", type=int, default=0)
+    ingest.add_argument("--drift", choices=DRIFTS, default="none")
+    ingest.add_argument("--fault", choices=FAULTS, help="make a batch that breaks one rule")
+    ingest.set_defaults(fn=cmd_ingest)
+
+    log = sub.add_parser("log", help="commits of a spec's repository, newest first")
+    log.add_argument("spec")
+    log.add_argument("--ref", default="main")
+    log.add_argument("-n", type=int, default=20)
+    log.set_defaults(fn=cmd_log)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (StoreError, ValueError, KeyError, FileExistsError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"mlops {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

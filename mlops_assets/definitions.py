@@ -1,0 +1,17 @@
+"""The code location: assembles one group of assets per model spec. It computes nothing."""
+
+import dagster as dg
+
+from mlops_assets.defs.data.assets import build_data_assets
+from mlops_assets.defs.features.assets import build_feature_assets
+from mlops_assets.defs.resources import build_resources
+from mlops_assets.specs import load_specs
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    assets, checks = [], []
+    for spec in load_specs():
+        for d in [*build_data_assets(spec), *build_feature_assets(spec)]:
+            (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
+    return dg.Definitions(assets=assets, asset_checks=checks, resources=build_resources())

@@ -1,0 +1,51 @@
+"""Group ``features``: the deterministic feature table with its split and reference profile."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets import settings
+from mlops_assets.defs.data.assets import dataset_key, spec_version
+from mlops_assets.defs.metadata import frame_metadata, latest_data_version
+from mlops_assets.featurize import SPLIT, build_features, reference_profile
+from mlops_assets.specs import ModelSpec
+
+
+def features_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "features"])
+
+
+def build_feature_assets(spec: ModelSpec) -> list:
+    @dg.asset(
+        key=features_key(spec.name),
+        ins={"dataset": dg.AssetIn(key=dataset_key(spec.name))},
+        group_name="features",
+        kinds={"pandas"},
+        code_version=spec_version(spec, "features-1"),
+        description=f"Features, train/holdout split and reference profile for '{spec.name}'.",
+    )
+    def features(context: dg.AssetExecutionContext, dataset: pd.DataFrame) -> dg.Output:
+        table = build_features(dataset, spec)
+        profile = reference_profile(table, spec)
+        commit = latest_data_version(context.instance, dataset_key(spec.name)) or "unknown"
+        profile["lakefs_commit"] = commit
+        path = settings.data_dir() / "reference" / spec.name / f"{commit}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(profile, indent=1, sort_keys=True))
+        counts = table[SPLIT].value_counts()
+        return dg.Output(
+            table,
+            metadata={
+                "lakefs_commit": dg.MetadataValue.text(commit),
+                "train_rows": int(counts.get("train", 0)),
+                "holdout_rows": int(counts.get("holdout", 0)),
+                "features": dg.MetadataValue.json(list(spec.features)),
+                "target": spec.target,
+                "reference_profile": dg.MetadataValue.path(str(path)),
+                "reference_profile_summary": dg.MetadataValue.json(profile),
+                **frame_metadata(table),
+            },
+        )
+
+    return [features]

@@ -1,0 +1,41 @@
+"""Metadata helpers: what a person sees on a materialization in the UI."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.store import Commit, VersionedStore
+
+
+def commit_metadata(store: VersionedStore, commit: Commit, branch: str) -> dict[str, object]:
+    meta: dict[str, object] = {
+        "lakefs_repository": store.repository,
+        "lakefs_branch": branch,
+        "lakefs_commit": dg.MetadataValue.text(commit.id),
+        "lakefs_commit_message": commit.message,
+        "data_store": store.describe(),
+    }
+    url = store.commit_url(commit.id)
+    if url:
+        meta["lakefs_commit_url"] = dg.MetadataValue.url(url)
+    return meta
+
+
+def frame_metadata(df: pd.DataFrame, preview_rows: int = 10) -> dict[str, object]:
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
+    )
+    return {
+        "dagster/row_count": len(df),
+        "dagster/column_schema": schema,
+        "preview": dg.MetadataValue.md(df.head(preview_rows).to_markdown(index=False)),
+    }
+
+
+def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    """The data version Dagster last recorded for ``key`` (observation or materialization)."""
+    record = instance.get_latest_data_version_record(key)
+    if record is None or record.asset_event is None:
+        return None
+    return record.asset_event.tags.get("dagster/data_version")

@@ -1,0 +1,78 @@
+"""Resources, and the one function that picks them for the environment (embedded or production)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets import settings
+from mlops_assets.store import VersionedStore, open_store
+
+
+class DataStoreResource(dg.ConfigurableResource):
+    """The versioned data store: ``local`` (embedded, no server) or a ``lakefs`` server."""
+
+    backend: str = "local"
+    local_root: str = ""
+    lakefs_endpoint: str = ""
+    lakefs_access_key_id: str = ""
+    lakefs_secret_access_key: str = ""
+    lakefs_storage_namespace: str = ""
+
+    def open(self, repository: str) -> VersionedStore:
+        if self.backend == "lakefs":
+            return open_store(
+                "lakefs",
+                repository,
+                endpoint=self.lakefs_endpoint,
+                access_key_id=self.lakefs_access_key_id,
+                secret_access_key=self.lakefs_secret_access_key,
+                storage_namespace=self.lakefs_storage_namespace,
+            )
+        return open_store(self.backend, repository, root=self.local_root)
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """DataFrames as Parquet files under ``base_dir/<asset key path>.parquet`` (no pickle)."""
+
+    base_dir: str
+
+    def _path(self, key: dg.AssetKey) -> Path:
+        return Path(self.base_dir, *key.path).with_suffix(".parquet")
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        path = self._path(context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".parquet.tmp")
+        obj.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        path = self._path(context.asset_key)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
+            )
+        return pd.read_parquet(path)
+
+
+def build_resources() -> dict[str, object]:
+    """Embedded defaults, or production services where their switch says so (see settings)."""
+    if settings.data_backend() == "lakefs":
+        store = DataStoreResource(
+            backend="lakefs",
+            lakefs_endpoint=dg.EnvVar("LAKEFS_ENDPOINT"),
+            lakefs_access_key_id=dg.EnvVar("LAKEFS_ACCESS_KEY_ID"),
+            lakefs_secret_access_key=dg.EnvVar("LAKEFS_SECRET_ACCESS_KEY"),
+            lakefs_storage_namespace=os.environ.get("LAKEFS_STORAGE_NAMESPACE", ""),
+        )
+    else:
+        store = DataStoreResource(backend="local", local_root=str(settings.store_root()))
+    return {
+        "data_store": store,
+        "io_manager": ParquetIOManager(base_dir=str(settings.data_dir() / "assets")),
+    }

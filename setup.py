@@ -1,0 +1,43 @@
+from setuptools import find_packages, setup
+
+# The Dagster family moves together: core 1.13.27 with integrations 0.29.27 (same patch).
+# Unpinned, the resolver picks years-old integrations that fail on import.
+DAGSTER = "1.13.27"
+INTEGRATIONS = "0.29.27"
+
+setup(
+    name="mlops_assets",
+    version="0.1.0",
+    description="The ML lifecycle as Dagster software-defined assets: lakeFS, MLflow, Evidently.",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(exclude=["mlops_assets_tests", "mlops_assets_tests.*"]),
+    package_data={"mlops_assets.specs": ["*.yaml"]},
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-graphql=={DAGSTER}",
+        f"dagster-mlflow=={INTEGRATIONS}",
+        f"dagster-k8s=={INTEGRATIONS}",
+        f"dagster-postgres=={INTEGRATIONS}",
+        "pandas>=2.2,<3",  # dagster-mlflow needs pandas < 3
+        "numpy>=1.26",
+        "pyarrow>=15",
+        "pydantic>=2.6",
+        "pyyaml>=6",
+        "tabulate>=0.9",
+        "scikit-learn>=1.5",
+        "mlflow>=3.1,<4",
+        "skops>=0.10",
+        "evidently>=0.7,<0.8",
+        "lakefs-sdk>=1.50,<2",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["mlops=mlops_assets.cli:main"]},
+)
