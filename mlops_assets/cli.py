@@ -63,6 +63,24 @@ def report_to_dagster(result: IngestResult) -> str | None:
     return f"recorded on the Dagster instance as {raw_data_key(result.spec).to_user_string()}"
 
 
+def report_observation(spec: ModelSpec, commit_id: str) -> None:
+    """Tell the Dagster instance (if any) which commit main of ``spec`` is at."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return
+    import dagster as dg
+
+    from mlops_assets.defs.data.assets import raw_data_key
+
+    with dg.DagsterInstance.get() as instance:
+        instance.report_runless_asset_event(
+            dg.AssetObservation(
+                asset_key=raw_data_key(spec.name),
+                tags={"dagster/data_version": commit_id},
+                metadata={"lakefs_commit": commit_id, "source": "mlops seed"},
+            )
+        )
+
+
 def _print_result(result: IngestResult, report: bool) -> int:
     print(f"[{result.spec}] {result.summary()}")
     if report:
@@ -89,7 +107,10 @@ def cmd_seed(args: argparse.Namespace) -> int:
             result = ingest_batch(store, spec, to_csv_bytes(df), f"day-{day}", {"day": str(day)})
             if not result.published:
                 status = _print_result(result, args.report)
-        print(f"[{spec.name}] seeded {len(todo)} day(s); main is at {store.head('main')}")
+        head = store.head("main")
+        print(f"[{spec.name}] seeded {len(todo)} day(s); main is at {head}")
+        if args.report:
+            report_observation(spec, head)
     return status
 
 

@@ -70,7 +70,7 @@ def _churn(day: dt.date, rows: int, rng: np.random.Generator, drift: str) -> pd.
     )
     if drift == "concept_drift":
         # Loyalty stops protecting: long-tenure customers now churn on support trouble.
-        logit = -1.0 + 0.03 * tenure + 0.9 * tickets - 0.02 * (charges - 50)
+        logit = -3.0 + 0.05 * tenure + 0.6 * tickets - 0.02 * (charges - 50)
     churned = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
     stamp = day.strftime("%Y%m%d")
     return pd.DataFrame(

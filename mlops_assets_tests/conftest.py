@@ -1,0 +1,33 @@
+import datetime as dt
+
+import pytest
+
+from mlops_assets.simulator import simulate_batch, to_csv_bytes
+from mlops_assets.specs.model import get_spec
+from mlops_assets.store.local import LocalStore
+
+DAY0 = dt.date(2026, 11, 1)
+
+
+@pytest.fixture(params=["churn", "demand"])
+def spec(request):
+    return get_spec(request.param)
+
+
+def seed_store(store, spec, days: int = 3, rows: int = 120) -> str:
+    """Publish ``days`` good batches straight to main; return main's head."""
+    from mlops_assets.ingest import ingest_batch
+
+    for i in range(days):
+        day = DAY0 + dt.timedelta(days=i)
+        df = simulate_batch(spec.simulator, day, rows=rows)
+        result = ingest_batch(store, spec, to_csv_bytes(df), f"day-{day}")
+        assert result.published, result.summary()
+    return store.head("main")
+
+
+@pytest.fixture
+def seeded(tmp_path, spec):
+    store = LocalStore(tmp_path / "store", spec.dataset.repository)
+    head = seed_store(store, spec)
+    return store, head
