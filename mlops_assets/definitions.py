@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import build_data_assets
+from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.specs import load_specs
@@ -14,4 +14,11 @@ def defs() -> dg.Definitions:
     for spec in load_specs():
         for d in [*build_data_assets(spec), *build_feature_assets(spec)]:
             (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
-    return dg.Definitions(assets=assets, asset_checks=checks, resources=build_resources())
+    observe = dg.define_asset_job(
+        "observe_sources",
+        selection=dg.AssetSelection.keys(*(raw_data_key(s.name) for s in load_specs())),
+        description="Record the lakeFS commit at the head of main of every dataset.",
+    )
+    return dg.Definitions(
+        assets=assets, asset_checks=checks, jobs=[observe], resources=build_resources()
+    )

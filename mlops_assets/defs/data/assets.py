@@ -158,7 +158,7 @@ def build_data_assets(spec: ModelSpec) -> list:
             df,
             data_version=dg.DataVersion(commit.id),
             metadata={
-                **commit_metadata(store, commit, ref if ref != commit.id else "(commit)"),
+                **commit_metadata(store, commit, config.ref or "main"),
                 **frame_metadata(df),
                 "batch_files": len(paths),
             },

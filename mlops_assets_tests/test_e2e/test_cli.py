@@ -1,0 +1,93 @@
+"""The real command lines on a fresh DAGSTER_HOME: mlops, dagster definitions validate,
+dagster asset materialize."""
+
+import os
+import subprocess
+
+import dagster as dg
+import pytest
+
+from mlops_assets.defs.data.assets import dataset_key, raw_data_key
+from mlops_assets.defs.features.assets import features_key
+from mlops_assets.specs import load_specs
+from mlops_assets.store.local import LocalStore
+from mlops_assets_tests.processes import BIN, REPO
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def home(tmp_path):
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "LAKEFS_"))}
+    env["DAGSTER_HOME"] = str(dagster_home)
+    return env
+
+
+def run(cmd, env, expect=0, timeout=240):
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == expect, (
+        f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    )
+    return proc
+
+
+def test_definitions_validate(home):
+    proc = run([BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"], home)
+    assert "All code locations passed validation" in proc.stdout + proc.stderr
+
+
+def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
+    seeded = run([BIN / "mlops", "seed", "--days", "3", "--rows", "100"], home)
+    assert "[churn] seeded 3 day(s)" in seeded.stdout
+    run(
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "mlops_assets.definitions",
+            "--select",
+            "group:data or group:features",
+        ],
+        home,
+    )
+    data_dir = os.path.join(home["DAGSTER_HOME"], "mlops-data")
+    with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
+        for spec in load_specs():
+            head = LocalStore(os.path.join(data_dir, "lakefs-local"), spec.dataset.repository)
+            head = head.head("main")
+            for key in (dataset_key(spec.name), features_key(spec.name)):
+                event = instance.get_latest_materialization_event(key)
+                assert event is not None, key
+                assert event.asset_materialization.metadata["lakefs_commit"].value == head
+
+    churn = LocalStore(os.path.join(data_dir, "lakefs-local"), "churn")
+    before = churn.head("main")
+    bad = run([BIN / "mlops", "ingest", "churn", "--fault", "nulls"], home, expect=2)
+    assert "rejected batches/" in bad.stdout and "main is unchanged" in bad.stdout
+    assert churn.head("main") == before
+    assert any(b.startswith("ingest-") for b in churn.list_branches())
+
+    with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
+        record = instance.get_latest_asset_check_evaluation_record(
+            dg.AssetCheckKey(raw_data_key("churn"), "ingest_audit")
+        )
+        evaluation = record.event.dagster_event.event_specific_data
+        assert not evaluation.passed
+        assert "column 'customer_id'" in evaluation.description
+        assert "rule 'nulls'" in evaluation.description
+
+    good = run([BIN / "mlops", "ingest", "churn"], home)
+    assert "published batches/" in good.stdout
+    assert churn.head("main") != before
+
+
+def test_cli_errors_name_the_problem(home):
+    proc = run([BIN / "mlops", "--no-report", "ingest", "nosuch"], home, expect=1)
+    assert "no model spec named 'nosuch'" in proc.stderr
+    env = {**home, "MLOPS_DATA_BACKEND": "lakefs"}
+    proc = run([BIN / "mlops", "--no-report", "ingest", "churn"], env, expect=1)
+    assert "LAKEFS_ENDPOINT" in proc.stderr
