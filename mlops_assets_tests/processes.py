@@ -6,6 +6,7 @@ default signal handlers, and is stopped by process group with a SIGKILL fallback
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -57,10 +58,8 @@ def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
     except ProcessLookupError:
         pass
     # Children that outlived the leader (e.g. a code server) go with the group.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def wait_until(what: str, probe: Callable[[], object], timeout: float, proc=None, log=None):
