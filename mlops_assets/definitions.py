@@ -16,7 +16,7 @@ def defs() -> dg.Definitions:
             (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
     observe = dg.define_asset_job(
         "observe_sources",
-        selection=dg.AssetSelection.keys(*(raw_data_key(s.name) for s in load_specs())),
+        selection=dg.AssetSelection.assets(*(raw_data_key(s.name) for s in load_specs())),
         description="Record the lakeFS commit at the head of main of every dataset.",
     )
     return dg.Definitions(

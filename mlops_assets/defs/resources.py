@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from mlops_assets import settings
 from mlops_assets.store import VersionedStore, open_store
@@ -15,12 +16,15 @@ from mlops_assets.store import VersionedStore, open_store
 class DataStoreResource(dg.ConfigurableResource):
     """The versioned data store: ``local`` (embedded, no server) or a ``lakefs`` server."""
 
-    backend: str = "local"
-    local_root: str = ""
-    lakefs_endpoint: str = ""
-    lakefs_access_key_id: str = ""
-    lakefs_secret_access_key: str = ""
-    lakefs_storage_namespace: str = ""
+    backend: str = Field(default="local", description="'local' (embedded) or 'lakefs'")
+    local_root: str = Field(default="", description="local backend: folder of repositories")
+    lakefs_endpoint: str = Field(default="", description="lakeFS URL, e.g. https://lakefs:8000")
+    lakefs_access_key_id: str = Field(default="", description="lakeFS access key id")
+    lakefs_secret_access_key: str = Field(default="", description="lakeFS secret access key")
+    lakefs_storage_namespace: str = Field(
+        default="",
+        description="base namespace for new repositories, e.g. s3://bucket/mlops",
+    )
 
     def open(self, repository: str) -> VersionedStore:
         if self.backend == "lakefs":
