@@ -88,6 +88,16 @@ def ingest_batch(
         rows = len(df)
         df[SOURCE_COLUMN] = path
         violations += audit_frame(df, spec.dataset, existing_keys=main_keys(store, spec, base))
+    if not violations:
+        # Main may have moved while we audited (another ingest): re-check keys against it now.
+        # The dataset's blocking duplicate_keys check is the backstop for a race past this.
+        head = store.head("main")
+        if head != base and df is not None:
+            violations += [
+                v
+                for v in audit_frame(df, spec.dataset, existing_keys=main_keys(store, spec, head))
+                if v.rule == "duplicate_keys"
+            ]
     if violations:
         return IngestResult(
             spec.name, path, branch, commit.id, False, store.head("main"), rows, violations

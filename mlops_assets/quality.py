@@ -7,6 +7,7 @@ the column, the rule and what to do. Plain library code: no Dagster import.
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,6 +57,16 @@ def _rows(mask: pd.Series, limit: int = 5) -> str:
     return ", ".join(map(str, idx)) + (f" and {more} more" if more > 0 else "")
 
 
+def _ragged_line(text: str) -> tuple[int, int, int] | None:
+    """(line, fields, header fields) of the first row whose field count differs."""
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, [])
+    for row in rows:
+        if row and len(row) != len(header):
+            return rows.line_num, len(row), len(header)
+    return None
+
+
 def parse_batch(
     file: str, raw: bytes, spec: DatasetSpec
 ) -> tuple[pd.DataFrame | None, list[Violation]]:
@@ -81,8 +92,22 @@ def parse_batch(
         return None, [
             Violation(file, None, "empty_file", "the file is empty: expected a CSV header and rows")
         ]
+    ragged = _ragged_line(text)
+    if ragged:
+        line, fields, expected = ragged
+        return None, [
+            Violation(
+                file,
+                None,
+                "unparseable",
+                f"line {line} has {fields} field(s) but the header has {expected} (a stray "
+                "comma or an unquoted value?): fix that line and re-export",
+            )
+        ]
     try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
+        df = pd.read_csv(
+            io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""], index_col=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         return None, [Violation(file, None, "unparseable", f"not a valid CSV file: {e}")]
     violations: list[Violation] = []
@@ -109,12 +134,13 @@ def parse_batch(
             continue
         raw_col = df[col]
         if cs.dtype in ("int", "float"):
-            typed = pd.to_numeric(raw_col, errors="coerce")
+            typed = pd.to_numeric(raw_col, errors="coerce").astype("float64")
             bad = typed.isna() & raw_col.notna()
             if cs.dtype == "int":
-                frac = typed.notna() & (typed % 1 != 0)
-                bad |= frac
-                typed = typed.where(~frac)
+                # Fractions, and integers beyond int64, are not ints of this column.
+                wrong = typed.notna() & ((typed % 1 != 0) | (typed.abs() >= 2**63))
+                bad |= wrong
+                typed = typed.where(~wrong)
             out[col] = typed.astype("Int64" if cs.dtype == "int" else "float64")
         elif cs.dtype == "date":
             typed = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")

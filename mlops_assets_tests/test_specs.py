@@ -32,6 +32,10 @@ def test_a_second_model_is_a_few_lines_of_spec(tmp_path):
         (GOOD.format(key="id").replace("task: classification", "task: ranking"), r"task: "),
         (GOOD.format(key="id").replace("[amount]", "[amount, colour]"), r"\['colour'\]"),
         ("name: [", r"not valid YAML"),
+        (
+            GOOD.format(key="id").replace("day: {dtype: date}", "day: {dtype: date, min: 0}"),
+            r"min/max apply to int and float columns, not date",
+        ),
     ],
 )
 def test_bad_spec_names_the_field(tmp_path, text, message):

@@ -30,6 +30,14 @@ class ColumnSpec(_Strict):
         default=None, description="the only values allowed (categories, or 0/1 labels)"
     )
 
+    @model_validator(mode="after")
+    def _rules_fit_the_dtype(self) -> ColumnSpec:
+        if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
+            raise ValueError(f"min/max apply to int and float columns, not {self.dtype}")
+        if self.allowed is not None and self.dtype in ("float", "date"):
+            raise ValueError(f"allowed values apply to int, string and category, not {self.dtype}")
+        return self
+
 
 class DatasetSpec(_Strict):
     """Where a model's data lives in the versioned store and what it must look like."""

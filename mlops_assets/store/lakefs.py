@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -95,6 +96,11 @@ class LakeFSStore(VersionedStore):
             body = _error_message(e)
             if e.status == 409:
                 raise MergeConflict(f"lakeFS {self.repository!r}: cannot {what}: {body}") from None
+            if e.status == 400 and ("dirty" in body.lower() or "uncommitted" in body.lower()):
+                raise MergeConflict(
+                    f"lakeFS {self.repository!r}: cannot {what}: {body}: commit or reset the "
+                    "destination's uncommitted changes first"
+                ) from None
             if e.status == 400 and "no changes" in body.lower():
                 raise NothingToCommit(
                     f"lakeFS {self.repository!r}: cannot {what}: {body}"
@@ -149,13 +155,15 @@ class LakeFSStore(VersionedStore):
 
     def create_branch(self, name: str, source: str) -> str:
         check_branch_name(name)
-        self._call(
+        created = self._call(
             f"create branch {name!r}",
             self._branches.create_branch,
             self.repository,
             self._sdk.BranchCreation(name=name, source=source),
         )
-        return self.head(name)
+        # lakeFS answers with the new branch's commit id; fall back to reading it.
+        created = str(created or "").strip().strip('"')
+        return created if re.fullmatch(r"[0-9a-f]{64}", created) else self.head(name)
 
     def delete_branch(self, name: str) -> None:
         if name == self.default_branch:
@@ -251,8 +259,15 @@ class LakeFSStore(VersionedStore):
         return [_commit(c) for c in page.results][:limit]
 
     def diff(self, left: str, right: str) -> list[Change]:
+        # two_dot compares the two trees directly, as the local backend does (three_dot would
+        # compare from the merge base).
         diffs = self._pages(
-            f"diff {left!r}..{right!r}", self._refs.diff_refs, self.repository, left, right
+            f"diff {left!r}..{right!r}",
+            self._refs.diff_refs,
+            self.repository,
+            left,
+            right,
+            type="two_dot",
         )
         return sorted((_change(d) for d in diffs), key=lambda c: c.path)
 

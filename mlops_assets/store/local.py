@@ -120,13 +120,13 @@ class LocalStore(VersionedStore):
 
     def _resolve(self, ref: str) -> str:
         """Branch, tag or commit id → commit id."""
-        branch = self._branch_file(ref) if "/" not in ref else None
-        if branch is not None and branch.exists():
+        plain = bool(ref) and "/" not in ref and ref not in (".", "..")
+        if plain and self._branch_file(ref).is_file():
             return self._read_branch(ref)["commit_id"]
         tag = self.path / "tags" / ref
-        if "/" not in ref and tag.exists():
+        if plain and tag.is_file():
             return tag.read_text().strip()
-        if (self.path / "commits" / f"{ref}.json").exists():
+        if plain and (self.path / "commits" / f"{ref}.json").is_file():
             return ref
         self._require_repo()
         raise NotFound(
@@ -136,15 +136,18 @@ class LocalStore(VersionedStore):
 
     def _tree(self, ref: str, with_staging: bool = True) -> dict[str, str]:
         """path → blob id at ``ref``; on a branch, staged changes included."""
-        commit_id = self._resolve(ref)
-        tree = dict(self._read_commit(commit_id)["tree"])
-        if with_staging and self._branch_file(ref).exists() and "/" not in ref:
-            for path, blob in self._read_branch(ref)["staging"].items():
-                if blob is None:
-                    tree.pop(path, None)
-                else:
-                    tree[path] = blob
-        return tree
+        if "/" not in ref and self._branch_file(ref).is_file():
+            # One read of the branch file: its commit and staging area belong together.
+            state = self._read_branch(ref)
+            tree = dict(self._read_commit(state["commit_id"])["tree"])
+            if with_staging:
+                for path, blob in state["staging"].items():
+                    if blob is None:
+                        tree.pop(path, None)
+                    else:
+                        tree[path] = blob
+            return tree
+        return dict(self._read_commit(self._resolve(ref))["tree"])
 
     def _store_blob(self, data: bytes) -> str:
         blob = hashlib.sha256(data).hexdigest()
@@ -197,6 +200,19 @@ class LocalStore(VersionedStore):
             frontier = nxt
             depth += 1
         return seen
+
+    def _merge_base(self, src_anc: dict[str, int], dest_anc: dict[str, int]) -> str:
+        """A best common ancestor: one that is not an ancestor of another common ancestor."""
+        common = [c for c in src_anc if c in dest_anc]
+        if not common:
+            return ""
+        redundant: set[str] = set()
+        for c in common:
+            for parent in self._read_commit(c)["parents"]:
+                if parent not in redundant:
+                    redundant.update(self._ancestors(parent))
+        best = [c for c in common if c not in redundant] or common
+        return min(best, key=lambda c: (src_anc[c] + dest_anc[c], c))
 
     # -- repository and branches ----------------------------------------------------------
     def ensure_repository(self) -> None:
@@ -354,8 +370,7 @@ class LocalStore(VersionedStore):
                 raise NothingToCommit(
                     f"nothing to merge: {source!r} is already contained in {destination!r}"
                 )
-            common = [c for c in src_anc if c in dest_anc]
-            base_id = min(common, key=lambda c: src_anc[c] + dest_anc[c]) if common else ""
+            base_id = self._merge_base(src_anc, dest_anc)
             base = self._read_commit(base_id)["tree"]
             src = self._read_commit(src_id)["tree"]
             dest = self._read_commit(dest_id)["tree"]

@@ -53,3 +53,17 @@ def test_dataset_row_count_and_cross_file_duplicates(ds):
     rules = {p.rule: p for p in problems}
     assert "row_count" in rules and "min_rows=200" in rules["row_count"].detail
     assert rules["duplicate_keys"].file == "a.csv, b.csv"
+
+
+def test_ragged_rows_are_reported_with_their_line(ds):
+    raw = (HEADER + "C1,2026-11-01,1,50,1,3,basic,north,0,\n").encode()
+    df, problems = parse_batch("f.csv", raw, ds)
+    assert df is None
+    assert [p.rule for p in problems] == ["unparseable"]
+    assert "line 2 has 10 field(s) but the header has 9" in problems[0].detail
+
+
+def test_integer_beyond_int64_is_a_dtype_error(ds):
+    raw = (HEADER + "C1,2026-11-01,99999999999999999999,50,1,3,basic,north,0\n").encode()
+    _, problems = parse_batch("f.csv", raw, ds)
+    assert [(p.column, p.rule) for p in problems] == [("tenure_months", "dtype")]

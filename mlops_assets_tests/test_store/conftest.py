@@ -35,16 +35,22 @@ def store(request, tmp_path):
             storage_namespace="local://demo",
         )
     else:
-        if not os.environ.get("LAKEFS_ENDPOINT"):
-            pytest.skip("live lakeFS contract: set LAKEFS_ENDPOINT, keys and namespace to run")
+        needed = (
+            "LAKEFS_ENDPOINT",
+            "LAKEFS_ACCESS_KEY_ID",
+            "LAKEFS_SECRET_ACCESS_KEY",
+            "LAKEFS_STORAGE_NAMESPACE",
+        )
+        missing = [v for v in needed if not os.environ.get(v)]
+        if missing:
+            pytest.skip(f"live lakeFS contract: set {', '.join(missing)} to run")
         s = open_store(
             "lakefs",
             f"mlops-contract-{uuid.uuid4().hex[:8]}",
             endpoint=os.environ["LAKEFS_ENDPOINT"],
             access_key_id=os.environ["LAKEFS_ACCESS_KEY_ID"],
             secret_access_key=os.environ["LAKEFS_SECRET_ACCESS_KEY"],
-            storage_namespace=os.environ["LAKEFS_STORAGE_NAMESPACE"].rstrip("/")
-            + f"/{uuid.uuid4().hex[:8]}",
+            storage_namespace=os.environ["LAKEFS_STORAGE_NAMESPACE"],
         )
     s.ensure_repository()
     return s

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlops_assets.store import Change, MergeConflict, NotFound, NothingToCommit
+from mlops_assets.store import Change, MergeConflict, NotFound, NothingToCommit, StoreError
 
 
 def test_new_repository_has_main_with_an_initial_commit(store):
@@ -118,3 +118,30 @@ def test_branch_creation_twice_is_refused(store):
     store.create_branch("dup", "main")
     with pytest.raises(MergeConflict):
         store.create_branch("dup", "main")
+
+
+def test_merge_uses_the_best_common_ancestor(store):
+    # A side branch cut from an old commit is merged into a feature branch that deleted a
+    # file; merging the feature into main must delete the file there too.
+    store.create_branch("old", "main")
+    store.put("old", "o.csv", b"o")
+    store.commit("old", "old work")
+    store.put("main", "p.csv", b"v1")
+    store.commit("main", "add p")
+    store.create_branch("feat", "main")
+    store.delete("feat", "p.csv")
+    store.commit("feat", "delete p")
+    for i in range(3):
+        store.put("feat", f"f{i}.csv", b"x")
+        store.commit("feat", f"feature {i}")
+    store.merge("old", "feat")
+    store.put("main", "m.csv", b"y")
+    store.commit("main", "main moves on")
+    store.merge("feat", "main")
+    assert store.list("main") == ["f0.csv", "f1.csv", "f2.csv", "m.csv", "o.csv"]
+
+
+@pytest.mark.parametrize("ref", ["", ".", "..", "tags", "a/b"])
+def test_odd_refs_are_not_found(store, ref):
+    with pytest.raises((NotFound, StoreError)):
+        store.get_commit(ref)

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from mlops_assets.store import NothingToCommit
+from mlops_assets.store import MergeConflict, NothingToCommit
 from mlops_assets.store.local import LocalStore
 
 
@@ -102,3 +102,14 @@ def test_concurrent_writers_never_lose_an_update(repo):
     for w in range(workers):
         for i in range(per_worker):
             assert repo.get("main", f"w{w}/{i}.csv") == f"{w},{i}".encode()
+
+
+def test_merge_into_a_dirty_branch_is_refused(repo):
+    repo.create_branch("side", "main")
+    repo.put("side", "s.csv", b"s")
+    repo.commit("side", "side")
+    head = repo.head("main")
+    repo.put("main", "staged.csv", b"x")
+    with pytest.raises(MergeConflict, match="uncommitted changes"):
+        repo.merge("side", "main")
+    assert repo.head("main") == head
