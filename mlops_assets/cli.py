@@ -15,34 +15,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import sys
 from pathlib import Path
 
 from mlops_assets import settings
 from mlops_assets.ingest import IngestResult, ingest_batch
+from mlops_assets.seeding import batch_days, seed_demo
 from mlops_assets.simulator import DRIFTS, FAULTS, inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.specs import ModelSpec, load_specs
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store import StoreError, VersionedStore, open_store
-
-DAY = re.compile(r"day-(\d{4}-\d{2}-\d{2})")
 
 
 def store_for(spec: ModelSpec) -> VersionedStore:
     return open_store(
         settings.data_backend(), spec.dataset.repository, **settings.store_options_from_env()
     )
-
-
-def _batch_days(store: VersionedStore, spec: ModelSpec) -> list[dt.date]:
-    store.ensure_repository()
-    days = []
-    for path in store.list("main", spec.dataset.prefix):
-        m = DAY.search(path)
-        if m:
-            days.append(dt.date.fromisoformat(m.group(1)))
-    return sorted(days)
 
 
 def report_to_dagster(result: IngestResult) -> str | None:
@@ -92,23 +80,15 @@ def _print_result(result: IngestResult, report: bool) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     specs = [s for s in load_specs() if s.simulator and (not args.spec or s.name in args.spec)]
-    end = dt.date.fromisoformat(args.end) if args.end else dt.date.today() - dt.timedelta(days=1)
+    end = dt.date.fromisoformat(args.end) if args.end else None
     status = 0
     for spec in specs:
         store = store_for(spec)
-        have = set(_batch_days(store, spec))
-        todo = [end - dt.timedelta(days=i) for i in reversed(range(args.days))]
-        todo = [d for d in todo if d not in have]
-        if not todo:
-            print(f"[{spec.name}] already seeded ({len(have)} batches on main)")
-            continue
-        for day in todo:
-            df = simulate_batch(spec.simulator, day, rows=args.rows, seed=args.seed)
-            result = ingest_batch(store, spec, to_csv_bytes(df), f"day-{day}", {"day": str(day)})
-            if not result.published:
-                status = _print_result(result, args.report)
+        done, rejected = seed_demo(store, spec, args.days, args.rows, args.seed, end)
+        for result in rejected:
+            status = _print_result(result, args.report)
         head = store.head("main")
-        print(f"[{spec.name}] seeded {len(todo)} day(s); main is at {head}")
+        print(f"[{spec.name}] seeded {done} day(s); main is at {head}")
         if args.report:
             report_observation(spec, head)
     return status
@@ -126,7 +106,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     else:
         if not spec.simulator:
             raise SystemExit(f"spec {spec.name!r} has no simulator: pass --file PATH")
-        days = _batch_days(store, spec)
+        days = batch_days(store, spec)
         day = (
             dt.date.fromisoformat(args.date)
             if args.date

@@ -85,6 +85,26 @@ def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
     assert churn.head("main") != before
 
 
+def test_materialize_on_a_fresh_dagster_home_needs_no_setup(home):
+    """Embedded default: a missing demo repository is seeded by the first materialization."""
+    run(
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "mlops_assets.definitions",
+            "--select",
+            "group:data or group:features",
+        ],
+        home,
+    )
+    with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
+        for spec in load_specs():
+            event = instance.get_latest_materialization_event(features_key(spec.name))
+            assert event.asset_materialization.metadata["train_rows"].value > 0
+
+
 def test_cli_errors_name_the_problem(home):
     proc = run([BIN / "mlops", "--no-report", "ingest", "nosuch"], home, expect=1)
     assert "no model spec named 'nosuch'" in proc.stderr

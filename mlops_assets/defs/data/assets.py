@@ -10,7 +10,9 @@ from mlops_assets.defs.metadata import commit_metadata, frame_metadata, latest_d
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
 from mlops_assets.quality import CHECKS, load_dataset
+from mlops_assets.seeding import seed_demo
 from mlops_assets.specs import ModelSpec
+from mlops_assets.store import NotFound, VersionedStore
 
 CHECK_DESCRIPTIONS = {
     "schema": "Every batch is UTF-8 CSV with exactly the spec's columns and dtypes.",
@@ -73,6 +75,22 @@ def report_ingest_audit(instance: dg.DagsterInstance, result: IngestResult) -> N
         )
 
 
+def open_repository(context, data_store: DataStoreResource, spec: ModelSpec) -> VersionedStore:
+    """The spec's repository. On the embedded backend a missing demo repository is seeded
+    first (as ``mlops seed`` would), so a fresh DAGSTER_HOME works with no setup step."""
+    store = data_store.open(spec.dataset.repository)
+    if data_store.backend == "local" and spec.simulator:
+        try:
+            store.head("main")
+        except NotFound:
+            done, _ = seed_demo(store, spec)
+            context.log.warning(
+                f"embedded store had no repository {spec.dataset.repository!r}: seeded "
+                f"{done} day(s) of demo data (run `mlops seed` to do this ahead of time)"
+            )
+    return store
+
+
 class DatasetConfig(dg.Config):
     ref: str = Field(
         default="",
@@ -93,7 +111,7 @@ def build_data_assets(spec: ModelSpec) -> list:
         tags={"dagster/kind/lakefs": ""},
     )
     def raw_data(context, data_store: DataStoreResource) -> dg.ObserveResult:
-        store = data_store.open(repo)
+        store = open_repository(context, data_store, spec)
         commit = store.get_commit("main")
         files = store.list(commit.id, spec.dataset.prefix)
         return dg.ObserveResult(
@@ -141,7 +159,7 @@ def build_data_assets(spec: ModelSpec) -> list:
     def dataset(
         context: dg.AssetExecutionContext, config: DatasetConfig, data_store: DataStoreResource
     ) -> Iterator:
-        store = data_store.open(repo)
+        store = open_repository(context, data_store, spec)
         ref = config.ref or latest_data_version(context.instance, raw_data_key(spec.name))
         if ref is None:
             ref = "main"
