@@ -2,8 +2,6 @@ from setuptools import find_packages, setup
 
 # The Dagster family moves together: core 1.13.27 with integrations 0.29.27 (same patch).
 # Unpinned, the resolver picks years-old integrations that fail on import.
-DAGSTER = "1.13.27"
-INTEGRATIONS = "0.29.27"
 
 setup(
     name="mlops_assets",
@@ -13,12 +11,12 @@ setup(
     packages=find_packages(exclude=["mlops_assets_tests", "mlops_assets_tests.*"]),
     package_data={"mlops_assets.specs": ["*.yaml"]},
     install_requires=[
-        f"dagster=={DAGSTER}",
-        f"dagster-webserver=={DAGSTER}",
-        f"dagster-graphql=={DAGSTER}",
-        f"dagster-mlflow=={INTEGRATIONS}",
-        f"dagster-k8s=={INTEGRATIONS}",
-        f"dagster-postgres=={INTEGRATIONS}",
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-graphql==1.13.27",
+        "dagster-mlflow==0.29.27",
+        "dagster-k8s==0.29.27",
+        "dagster-postgres==0.29.27",
         "pandas>=2.2,<3",  # dagster-mlflow needs pandas < 3
         "numpy>=1.26",
         "pyarrow>=15",

@@ -57,16 +57,10 @@ def report_observation(spec: ModelSpec, commit_id: str) -> None:
         return
     import dagster as dg
 
-    from mlops_assets.defs.data.assets import raw_data_key
+    from mlops_assets.defs.data.assets import report_main_commit
 
     with dg.DagsterInstance.get() as instance:
-        instance.report_runless_asset_event(
-            dg.AssetObservation(
-                asset_key=raw_data_key(spec.name),
-                tags={"dagster/data_version": commit_id},
-                metadata={"lakefs_commit": commit_id, "source": "mlops seed"},
-            )
-        )
+        report_main_commit(instance, spec.name, commit_id, {"source": "mlops seed"})
 
 
 def _print_result(result: IngestResult, report: bool) -> int:

@@ -34,6 +34,11 @@ def run(cmd, env, expect=0, timeout=240):
     return proc
 
 
+def materialize_data_and_features(env):
+    cmd = ["asset", "materialize", "-m", "mlops_assets.definitions"]
+    run([BIN / "dagster", *cmd, "--select", "group:data or group:features"], env)
+
+
 def test_definitions_validate(home):
     proc = run([BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml"], home)
     assert "All code locations passed validation" in proc.stdout + proc.stderr
@@ -42,18 +47,7 @@ def test_definitions_validate(home):
 def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
     seeded = run([BIN / "mlops", "seed", "--days", "3", "--rows", "100"], home)
     assert "[churn] seeded 3 day(s)" in seeded.stdout
-    run(
-        [
-            BIN / "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "mlops_assets.definitions",
-            "--select",
-            "group:data or group:features",
-        ],
-        home,
-    )
+    materialize_data_and_features(home)
     data_dir = os.path.join(home["DAGSTER_HOME"], "mlops-data")
     with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
         for spec in load_specs():
@@ -87,18 +81,7 @@ def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
 
 def test_materialize_on_a_fresh_dagster_home_needs_no_setup(home):
     """Embedded default: a missing demo repository is seeded by the first materialization."""
-    run(
-        [
-            BIN / "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "mlops_assets.definitions",
-            "--select",
-            "group:data or group:features",
-        ],
-        home,
-    )
+    materialize_data_and_features(home)
     with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
         for spec in load_specs():
             event = instance.get_latest_materialization_event(features_key(spec.name))

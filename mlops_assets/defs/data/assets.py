@@ -66,13 +66,22 @@ def report_ingest_audit(instance: dg.DagsterInstance, result: IngestResult) -> N
         )
     )
     if result.published:
-        instance.report_runless_asset_event(
-            dg.AssetObservation(
-                asset_key=key,
-                tags={"dagster/data_version": result.main_commit},
-                metadata={"lakefs_commit": result.main_commit, "published_file": result.path},
-            )
+        report_main_commit(
+            instance, result.spec, result.main_commit, {"published_file": result.path}
         )
+
+
+def report_main_commit(
+    instance: dg.DagsterInstance, spec_name: str, commit_id: str, metadata: dict[str, str]
+) -> None:
+    """Record that main is at ``commit_id``: an observation of raw_data with that data version."""
+    instance.report_runless_asset_event(
+        dg.AssetObservation(
+            asset_key=raw_data_key(spec_name),
+            tags={"dagster/data_version": commit_id},
+            metadata={"lakefs_commit": commit_id, **metadata},
+        )
+    )
 
 
 def open_repository(context, data_store: DataStoreResource, spec: ModelSpec) -> VersionedStore:
