@@ -5,6 +5,7 @@ import dagster as dg
 from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.resources import build_resources
+from mlops_assets.defs.training.assets import build_training_assets
 from mlops_assets.specs import load_specs
 
 
@@ -12,7 +13,12 @@ from mlops_assets.specs import load_specs
 def defs() -> dg.Definitions:
     assets, checks = [], []
     for spec in load_specs():
-        for d in [*build_data_assets(spec), *build_feature_assets(spec)]:
+        built = [
+            *build_data_assets(spec),
+            *build_feature_assets(spec),
+            *build_training_assets(spec),
+        ]
+        for d in built:
             (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
     observe = dg.define_asset_job(
         "observe_sources",

@@ -15,6 +15,8 @@ import pandas as pd
 from mlops_assets.specs import ModelSpec
 
 SPLIT = "split"
+# Bump when the feature logic changes: it is part of the features' and the training code version.
+REVISION = "features-1"
 
 
 def _holdout(keys: pd.Series, fraction: float, seed: int) -> pd.Series:
@@ -35,7 +37,7 @@ def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             f"model {spec.name!r}: dataset lacks columns {missing}: fix the spec's features "
             "or the data"
         )
-    out = dataset[cols].copy()
+    out = dataset[cols].copy()  # keeps dataset.attrs: the lakeFS commit travels with the data
     for col in spec.numeric_features:
         out[col] = out[col].astype("float64")
     for col in spec.categorical_features:

@@ -6,6 +6,7 @@ Each component has one switch (an environment variable); nothing here does work 
 |-----------------|----------------------|-------------------------------|-----------------------|
 | data versioning | MLOPS_DATA_BACKEND   | ``local`` store on disk       | ``lakefs`` server     |
 | data directory  | MLOPS_DATA_DIR       | $DAGSTER_HOME/mlops-data      | a volume              |
+| tracking        | MLFLOW_TRACKING_URI  | SQLite + local artifacts      | MLflow tracking server|
 """
 
 from __future__ import annotations
@@ -54,3 +55,17 @@ def store_options_from_env() -> dict[str, str]:
         "secret_access_key": os.environ["LAKEFS_SECRET_ACCESS_KEY"],
         "storage_namespace": os.environ.get("LAKEFS_STORAGE_NAMESPACE", ""),
     }
+
+
+def tracking_uri() -> str | None:
+    """The MLflow tracking server, or None for the embedded store (no server)."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
+
+
+def embedded_tracking() -> tuple[str, Path]:
+    """The embedded MLflow store: a SQLite database and an artifact folder, no server."""
+    root = data_dir() / "mlflow"
+    return f"sqlite:///{root / 'mlflow.db'}", root / "artifacts"
+
+
+EMBEDDED_MLFLOW_UI = "http://127.0.0.1:5000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets import settings
+from mlops_assets.defs.training.resources import build_mlflow_resource
 from mlops_assets.store import VersionedStore, open_store
 
 
@@ -64,6 +66,44 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         return pd.read_parquet(path)
 
 
+class JsonIOManager(dg.ConfigurableIOManager):
+    """Small JSON documents (a model version, a gate decision) under ``base_dir``."""
+
+    base_dir: str
+
+    def _path(self, key: dg.AssetKey) -> Path:
+        return Path(self.base_dir, *key.path).with_suffix(".json")
+
+    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        path = self._path(context.asset_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
+        os.replace(tmp, path)
+
+    def load_input(self, context: dg.InputContext) -> dict:
+        path = self._path(context.asset_key)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
+            )
+        return json.loads(path.read_text())
+
+
+class LocalFilesResource(dg.ConfigurableResource):
+    """A folder for files a person opens from the UI: reference profiles, reports."""
+
+    base_dir: str = Field(description="folder the files are written under")
+
+    def write_text(self, parts: tuple[str, ...], text: str) -> Path:
+        path = Path(self.base_dir, *parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+
 def build_resources() -> dict[str, object]:
     """Embedded defaults, or production services where their switch says so (see settings)."""
     if settings.data_backend() == "lakefs":
@@ -78,5 +118,8 @@ def build_resources() -> dict[str, object]:
         store = DataStoreResource(backend="local", local_root=str(settings.store_root()))
     return {
         "data_store": store,
+        "mlflow": build_mlflow_resource(),
         "io_manager": ParquetIOManager(base_dir=str(settings.data_dir() / "assets")),
+        "json_io_manager": JsonIOManager(base_dir=str(settings.data_dir() / "assets")),
+        "files": LocalFilesResource(base_dir=str(settings.data_dir() / "files")),
     }

@@ -5,6 +5,22 @@ its data lives, the schema and quality rules of that data, the target, the featu
 and how to split. The Dagster layer builds one set of assets per spec.
 """
 
-from mlops_assets.specs.model import ColumnSpec, DatasetSpec, ModelSpec, SplitSpec, load_specs
+from mlops_assets.specs.model import (
+    ColumnSpec,
+    DatasetSpec,
+    EvaluationSpec,
+    Hyperparameters,
+    ModelSpec,
+    SplitSpec,
+    load_specs,
+)
 
-__all__ = ["ColumnSpec", "DatasetSpec", "ModelSpec", "SplitSpec", "load_specs"]
+__all__ = [
+    "ColumnSpec",
+    "DatasetSpec",
+    "EvaluationSpec",
+    "Hyperparameters",
+    "ModelSpec",
+    "SplitSpec",
+    "load_specs",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -64,8 +65,63 @@ class SplitSpec(_Strict):
     seed: int = 42
 
 
+class Hyperparameters(_Strict):
+    """How the estimator is built and fit. Each estimator uses the fields that apply to it."""
+
+    estimator: Literal["random_forest", "gradient_boosting", "linear"] = Field(
+        default="random_forest",
+        description=(
+            "random_forest (RandomForest), gradient_boosting (HistGradientBoosting) or linear "
+            "(LogisticRegression for classification, Ridge for regression)"
+        ),
+    )
+    n_estimators: int = Field(
+        default=200, ge=1, le=5000, description="trees (random_forest) or boosting rounds"
+    )
+    max_depth: int | None = Field(
+        default=None, ge=1, le=100, description="deepest a tree may grow; empty: unlimited"
+    )
+    min_samples_leaf: int = Field(
+        default=1, ge=1, le=10000, description="fewest training rows in a tree leaf"
+    )
+    learning_rate: float = Field(
+        default=0.1, gt=0, le=1, description="gradient_boosting: shrinkage per round"
+    )
+    l2: float = Field(default=1.0, gt=0, le=1e6, description="linear: L2 penalty (alpha; C = 1/l2)")
+    random_state: int = Field(default=0, ge=0, description="seed of every random choice in fit")
+
+
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+TASK_METRICS = {
+    "classification": ("accuracy", "f1", "roc_auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+
+
+class EvaluationSpec(_Strict):
+    """The promotion gate: which holdout metric decides, its absolute bar and the tolerance."""
+
+    metric: str = Field(description="holdout metric that decides promotion, e.g. roc_auc or r2")
+    floor: float = Field(
+        description=(
+            "absolute bar a challenger must clear: the lowest acceptable value for metrics "
+            "where higher is better (roc_auc, r2, ...), the highest for errors (rmse, mae)"
+        )
+    )
+    tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        lt=1,
+        description="how much worse than the champion a challenger may be, relative (0.03 = 3%)",
+    )
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric not in LOWER_IS_BETTER
+
+
 class ModelSpec(_Strict):
-    """A model: its data, target, features and task."""
+    """A model: its data, target, features, task, estimator and promotion gate."""
 
     name: str
     description: str
@@ -77,6 +133,11 @@ class ModelSpec(_Strict):
     simulator: str | None = Field(
         default=None, description="name of the demo-data generator, if this spec has one"
     )
+    registered_model: str | None = Field(
+        default=None, description="name in the MLflow model registry; default: the spec's name"
+    )
+    model: Hyperparameters = Hyperparameters()
+    evaluation: EvaluationSpec
 
     @model_validator(mode="after")
     def _columns_exist(self) -> ModelSpec:
@@ -88,7 +149,26 @@ class ModelSpec(_Strict):
             raise ValueError(f"target/features {missing} are not columns of the dataset")
         if self.target in self.features:
             raise ValueError(f"target {self.target!r} must not also be a feature")
+        if self.evaluation.metric not in TASK_METRICS[self.task]:
+            raise ValueError(
+                f"evaluation.metric {self.evaluation.metric!r} is not a {self.task} metric: use "
+                f"one of {', '.join(TASK_METRICS[self.task])}"
+            )
         return self
+
+    def digest(self, exclude: set[str] | None = None) -> str:
+        """A short digest of the spec (without the ``exclude`` sections): part of code versions."""
+        text = self.model_dump_json(exclude=exclude)
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name in MLflow."""
+        return self.registered_model or self.name
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return TASK_METRICS[self.task]
 
     @property
     def numeric_features(self) -> list[str]:

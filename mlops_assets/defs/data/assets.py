@@ -1,6 +1,5 @@
 """Group ``data``: the lakeFS commit on main (raw_data) and the validated dataset read at it."""
 
-import hashlib
 from collections.abc import Iterator
 
 import dagster as dg
@@ -23,6 +22,9 @@ CHECK_DESCRIPTIONS = {
 }
 
 
+MODEL_SECTIONS = {"description", "registered_model", "model", "evaluation"}
+
+
 def raw_data_key(spec_name: str) -> dg.AssetKey:
     return dg.AssetKey([spec_name, "raw_data"])
 
@@ -32,8 +34,9 @@ def dataset_key(spec_name: str) -> dg.AssetKey:
 
 
 def spec_version(spec: ModelSpec, code: str) -> str:
-    """Code version of an asset: its logic revision plus a digest of the spec it was built from."""
-    return f"{code}-{hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:10]}"
+    """Code version of a data asset: its logic revision plus a digest of the spec's data part
+    (editing the estimator or the gate does not make the data stale)."""
+    return f"{code}-{spec.digest(exclude=MODEL_SECTIONS)}"
 
 
 def report_ingest_audit(instance: dg.DagsterInstance, result: IngestResult) -> None:
@@ -181,6 +184,8 @@ def build_data_assets(spec: ModelSpec) -> list:
         context.log.info(f"reading {len(paths)} batch file(s) at commit {commit.id}")
         files = {p: store.get(commit.id, p) for p in paths}
         df, violations = load_dataset(files, spec.dataset)
+        # Parquet keeps attrs: every downstream asset knows the exact commit it descends from.
+        df.attrs.update(lakefs_repository=store.repository, lakefs_commit=commit.id)
         yield dg.Output(
             df,
             data_version=dg.DataVersion(commit.id),

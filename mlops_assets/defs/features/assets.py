@@ -5,10 +5,10 @@ import json
 import dagster as dg
 import pandas as pd
 
-from mlops_assets import settings
 from mlops_assets.defs.data.assets import dataset_key, spec_version
 from mlops_assets.defs.metadata import frame_metadata, latest_data_version
-from mlops_assets.featurize import SPLIT, build_features, reference_profile
+from mlops_assets.defs.resources import LocalFilesResource
+from mlops_assets.featurize import REVISION, SPLIT, build_features, reference_profile
 from mlops_assets.specs import ModelSpec
 
 
@@ -22,17 +22,23 @@ def build_feature_assets(spec: ModelSpec) -> list:
         ins={"dataset": dg.AssetIn(key=dataset_key(spec.name))},
         group_name="features",
         kinds={"pandas"},
-        code_version=spec_version(spec, "features-1"),
+        code_version=spec_version(spec, REVISION),
         description=f"Features, train/holdout split and reference profile for '{spec.name}'.",
     )
-    def features(context: dg.AssetExecutionContext, dataset: pd.DataFrame) -> dg.Output:
+    def features(
+        context: dg.AssetExecutionContext, dataset: pd.DataFrame, files: LocalFilesResource
+    ) -> dg.Output:
         table = build_features(dataset, spec)
         profile = reference_profile(table, spec)
-        commit = latest_data_version(context.instance, dataset_key(spec.name)) or "unknown"
+        commit = dataset.attrs.get("lakefs_commit") or (
+            latest_data_version(context.instance, dataset_key(spec.name)) or "unknown"
+        )
+        table.attrs["lakefs_commit"] = commit
         profile["lakefs_commit"] = commit
-        path = settings.data_dir() / "reference" / spec.name / f"{commit}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(profile, indent=1, sort_keys=True))
+        path = files.write_text(
+            ("reference", spec.name, f"{commit}.json"),
+            json.dumps(profile, indent=1, sort_keys=True),
+        )
         counts = table[SPLIT].value_counts()
         return dg.Output(
             table,

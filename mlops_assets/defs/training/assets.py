@@ -1,0 +1,289 @@
+"""Group ``training``: a trained, registered model and the gate that decides whether it may
+replace the champion."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field, ValidationError
+
+from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.specs import Hyperparameters, ModelSpec
+from mlops_assets.training import gate
+from mlops_assets.training.run import code_version, lineage_tags, train_and_log
+from mlops_assets.training.tracking import CHALLENGER, PRODUCTION, Tracking, register
+from mlops_assets.training.train import TrainingError, split
+from mlops_assets.training.train import score as score_model
+
+
+def trained_model_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "trained_model"])
+
+
+def model_evaluation_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "model_evaluation"])
+
+
+def _problems(e: ValidationError) -> str:
+    return "; ".join(
+        f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']} (got {err.get('input')!r})"
+        for err in e.errors()
+    )
+
+
+def _url(meta: dict, name: str, url: str) -> None:
+    if url:
+        meta[name] = dg.MetadataValue.url(url)
+
+
+def train_config_class(spec: ModelSpec) -> type:
+    """Hyperparameters as run config, with this spec's values as the launchpad defaults."""
+    d = spec.model
+    desc = {n: f.description for n, f in Hyperparameters.model_fields.items()}
+
+    class TrainConfig(dg.Config):
+        estimator: str = Field(default=d.estimator, description=desc["estimator"])
+        n_estimators: int = Field(default=d.n_estimators, description=desc["n_estimators"])
+        max_depth: int | None = Field(default=d.max_depth, description=desc["max_depth"])
+        min_samples_leaf: int = Field(
+            default=d.min_samples_leaf, description=desc["min_samples_leaf"]
+        )
+        learning_rate: float = Field(default=d.learning_rate, description=desc["learning_rate"])
+        l2: float = Field(default=d.l2, description=desc["l2"])
+        random_state: int = Field(default=d.random_state, description=desc["random_state"])
+
+    TrainConfig.__name__ = f"{spec.name.title().replace('_', '')}TrainConfig"
+    return TrainConfig
+
+
+def gate_config_class(spec: ModelSpec) -> type:
+    e = spec.evaluation
+
+    class GateConfig(dg.Config):
+        floor: float = Field(
+            default=e.floor,
+            description=f"{e.metric}: "
+            + ("lowest acceptable value" if e.higher_is_better else "highest acceptable value"),
+        )
+        tolerance: float = Field(
+            default=e.tolerance,
+            description="how much worse than the champion a challenger may be (0.03 = 3%)",
+        )
+
+    GateConfig.__name__ = f"{spec.name.title().replace('_', '')}GateConfig"
+    return GateConfig
+
+
+def build_training_assets(spec: ModelSpec) -> list:
+    TrainConfig = train_config_class(spec)
+    GateConfig = gate_config_class(spec)
+    name = spec.model_name
+    metric = spec.evaluation.metric
+
+    @dg.asset(
+        key=trained_model_key(spec.name),
+        ins={"features": dg.AssetIn(key=features_key(spec.name))},
+        group_name="training",
+        kinds={"mlflow", "scikit-learn"},
+        io_manager_key="json_io_manager",
+        code_version=code_version(spec),
+        description=f"'{name}' fit on the features of one lakeFS commit; MLflow run and version.",
+    )
+    def trained_model(
+        context: dg.AssetExecutionContext,
+        config: TrainConfig,
+        features: pd.DataFrame,
+        mlflow: MlflowResource,
+    ) -> dg.Output:
+        try:
+            params = Hyperparameters.model_validate(config.model_dump())
+        except ValidationError as e:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} config rejected before training: "
+                f"{_problems(e)}",
+                allow_retries=False,
+            ) from None
+        commit = features.attrs.get("lakefs_commit")
+        if not commit:
+            raise dg.Failure(
+                f"features of {spec.name!r} carry no lakeFS commit: re-materialize "
+                f"{features_key(spec.name).to_user_string()}",
+                allow_retries=False,
+            )
+        tracking = mlflow.tracking()
+        tags = lineage_tags(
+            spec,
+            params,
+            commit,
+            features.attrs.get("lakefs_repository", spec.dataset.repository),
+            extra={
+                "dagster.run_id": context.run_id,
+                "dagster.asset_key": context.asset_key.to_user_string(),
+            },
+        )
+        run_name = f"{spec.name}-{context.run_id[:8]}"
+        with mlflow.start_run(context, tracking, spec, run_name, tags):
+            try:
+                logged = train_and_log(tracking, spec, features, params, tags)
+            except TrainingError as e:
+                raise dg.Failure(str(e), allow_retries=False) from None
+            context.log.info(f"MLflow run {logged.run_id}: {logged.trained.metrics}")
+        # Registered only once the run is complete: a failure above registers nothing.
+        version = register(
+            tracking, name, logged.model_uri, {**logged.tags, "mlflow.run_id": logged.run_id}
+        )
+        context.log.info(f"registered {name!r} version {version.version}")
+        value = {
+            "model_name": name,
+            "version": str(version.version),
+            "run_id": logged.run_id,
+            "experiment_id": logged.experiment_id,
+            "model_uri": f"models:/{name}/{version.version}",
+            "run_hash": logged.run_hash,
+            "model_digest": logged.model_digest,
+            "lakefs_commit": commit,
+            "metrics": logged.trained.metrics,
+            "params": params.model_dump(),
+        }
+        meta: dict = {
+            **{k: float(v) for k, v in logged.trained.metrics.items()},
+            "registered_model": name,
+            "model_version": dg.MetadataValue.int(int(version.version)),
+            "model_uri": value["model_uri"],
+            "mlflow_run_id": logged.run_id,
+            "run_hash": logged.run_hash,
+            "model_digest": logged.model_digest,
+            "lakefs_commit": dg.MetadataValue.text(commit),
+            "train_rows": logged.trained.train_rows,
+            "holdout_rows": logged.trained.holdout_rows,
+            "params": dg.MetadataValue.json(params.model_dump()),
+            "tracking_uri": tracking.tracking_uri,
+        }
+        _url(meta, "mlflow_run_url", tracking.run_url(logged.experiment_id, logged.run_id))
+        _url(meta, "model_version_url", tracking.version_url(name, str(version.version)))
+        return dg.Output(value, data_version=dg.DataVersion(logged.run_hash), metadata=meta)
+
+    @dg.asset(
+        key=model_evaluation_key(spec.name),
+        ins={
+            "trained_model": dg.AssetIn(key=trained_model_key(spec.name)),
+            "features": dg.AssetIn(key=features_key(spec.name)),
+        },
+        group_name="training",
+        kinds={"mlflow", "scikit-learn"},
+        io_manager_key="json_io_manager",
+        code_version="evaluation-1",
+        description=f"Challenger vs the '{PRODUCTION}' champion of '{name}' on one holdout.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                name="promotion_gate",
+                asset=model_evaluation_key(spec.name),
+                blocking=True,
+                description=(
+                    f"The challenger clears the {metric} floor and is no worse than the champion "
+                    "by more than the tolerance; only then does it get an alias."
+                ),
+            )
+        ],
+    )
+    def model_evaluation(
+        context: dg.AssetExecutionContext,
+        config: GateConfig,
+        trained_model: dict,
+        features: pd.DataFrame,
+        mlflow: MlflowResource,
+    ):
+        tracking = mlflow.tracking()
+        x, y = split(features, spec, "holdout")
+        version = trained_model["version"]
+        challenger_scores = _scores(tracking, name, version, x, y, spec)
+        champion = tracking.version_by_alias(name, PRODUCTION)
+        champion_scores = None
+        if champion is not None:
+            champion_scores = (
+                challenger_scores
+                if champion.version == version
+                else _scores(tracking, name, champion.version, x, y, spec)
+            )
+        decision = gate.decide(
+            metric,
+            challenger_scores[metric],
+            champion_scores[metric] if champion_scores else None,
+            config.floor,
+            config.tolerance,
+        )
+        moved = []
+        if decision.promote:
+            tracking.set_alias(name, CHALLENGER, version)
+            moved.append(CHALLENGER)
+            if champion is None:
+                tracking.promote(name, version)
+                moved.append(PRODUCTION)
+        tracking.tag_version(
+            name,
+            version,
+            {
+                "gate.decision": "passed" if decision.promote else "refused",
+                "gate.reason": decision.reason,
+                f"gate.{metric}": challenger_scores[metric],
+                "gate.champion_version": champion.version if champion else "none",
+            },
+        )
+        verdict = "passed" if decision.promote else "refused"
+        context.log.info(f"promotion gate {verdict}: {decision.reason}")
+        value = {
+            "model_name": name,
+            "challenger_version": version,
+            "champion_version": champion.version if champion else None,
+            "decision": verdict,
+            "reason": decision.reason,
+            "metric": metric,
+            "challenger": challenger_scores,
+            "champion": champion_scores,
+            "aliases_moved": moved,
+        }
+        meta: dict = {
+            "decision": verdict,
+            "reason": decision.reason,
+            "metric": metric,
+            f"challenger_{metric}": float(challenger_scores[metric]),
+            "floor": float(config.floor),
+            "tolerance": float(config.tolerance),
+            "bar": float(decision.bar),
+            "challenger_version": dg.MetadataValue.int(int(version)),
+            "champion_version": champion.version if champion else "none",
+            "aliases_moved": ", ".join(moved) or "none",
+            "scores": dg.MetadataValue.md(_table(challenger_scores, champion_scores)),
+        }
+        if champion_scores:
+            meta[f"champion_{metric}"] = float(champion_scores[metric])
+        _url(meta, "challenger_url", tracking.version_url(name, version))
+        if champion:
+            _url(meta, "champion_url", tracking.version_url(name, champion.version))
+        yield dg.Output(value, metadata=meta)
+        yield dg.AssetCheckResult(
+            check_name="promotion_gate",
+            passed=decision.promote,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=decision.reason,
+            metadata={
+                "challenger_version": version,
+                f"challenger_{metric}": float(challenger_scores[metric]),
+                f"champion_{metric}": float(champion_scores[metric]) if champion_scores else -1.0,
+                "bar": float(decision.bar),
+            },
+        )
+
+    return [trained_model, model_evaluation]
+
+
+def _scores(tracking: Tracking, name: str, version: str, x, y, spec: ModelSpec) -> dict:
+    """Score the REGISTERED artifact, so the gate judges exactly what would be served."""
+    return score_model(tracking.load_model(name, version), x, y, spec)
+
+
+def _table(challenger: dict, champion: dict | None) -> str:
+    rows = ["| metric | challenger | champion |", "|---|---|---|"]
+    for k, v in challenger.items():
+        c = f"{champion[k]:.4f}" if champion else "none"
+        rows.append(f"| {k} | {v:.4f} | {c} |")
+    return "\n".join(rows)

@@ -1,0 +1,97 @@
+"""One training run, the same everywhere: the Dagster asset, ``mlflow run . -e train`` and the
+reproduction of a registered version all call ``train_and_log``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mlops_assets.featurize import REVISION as FEATURES_REVISION
+from mlops_assets.specs import Hyperparameters, ModelSpec
+from mlops_assets.training import lineage
+from mlops_assets.training.tracking import MODEL_ARTIFACT, Tracking, log_model, model_bytes
+from mlops_assets.training.train import Trained, fit, inputs, predictions
+
+# Bump when training logic changes in a way that changes models: it is part of the run hash.
+TRAINING_REVISION = "train-1"
+EXAMPLE_ROWS = 5
+
+
+def code_version(spec: ModelSpec) -> str:
+    """The training code version: logic revision plus the spec (without its gate section)."""
+    digest = spec.digest(exclude={"description", "evaluation"})
+    return f"{TRAINING_REVISION}+{FEATURES_REVISION}-{digest}"
+
+
+@dataclass(frozen=True)
+class Logged:
+    trained: Trained
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    run_hash: str
+    model_digest: str
+    tags: dict[str, str]
+
+
+def lineage_tags(
+    spec: ModelSpec,
+    params: Hyperparameters,
+    data_commit: str,
+    data_repository: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """What a run and its registered version carry so anyone can trace and repeat them."""
+    libs = lineage.library_versions()
+    version = code_version(spec)
+    tags = {
+        "mlops.spec": spec.name,
+        "mlops.task": spec.task,
+        "lakefs.repository": data_repository,
+        "lakefs.commit": data_commit,
+        "mlops.code_version": version,
+        "mlops.run_hash": lineage.run_hash(data_commit, version, params.model_dump(), libs),
+        **{f"lib.{k}": v for k, v in libs.items()},
+    }
+    tags.update(extra or {})
+    return tags
+
+
+def train_and_log(
+    tracking: Tracking,
+    spec: ModelSpec,
+    features: pd.DataFrame,
+    params: Hyperparameters,
+    tags: dict[str, str],
+) -> Logged:
+    """Fit, then log params, metrics, lineage tags and the skops model to the ACTIVE run."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("train_and_log needs an active MLflow run: start one first")
+    trained = fit(features, spec, params)
+    blob, trusted = model_bytes(trained.pipeline)
+    digest = lineage.model_digest(blob)
+    all_tags = {**tags, "mlops.model_digest": digest}
+    example = inputs(features.head(EXAMPLE_ROWS), spec)
+    answers = predictions(trained.pipeline, features.head(EXAMPLE_ROWS), spec)
+
+    def log(_):
+        mlflow.log_params({f"model.{k}": v for k, v in params.model_dump().items()})
+        mlflow.log_params({"train_rows": trained.train_rows, "holdout_rows": trained.holdout_rows})
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
+        mlflow.set_tags(all_tags)
+        return log_model(trained.pipeline, example, answers, trusted)
+
+    info = tracking.call(f"log run {run.info.run_id}", log)
+    return Logged(
+        trained=trained,
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        model_uri=info.model_uri or f"runs:/{run.info.run_id}/{MODEL_ARTIFACT}",
+        run_hash=all_tags["mlops.run_hash"],
+        model_digest=digest,
+        tags=all_tags,
+    )

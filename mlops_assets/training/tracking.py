@@ -1,0 +1,299 @@
+"""MLflow: experiments, the training run's contents, the registry and its aliases.
+
+No Dagster here (the Dagster resource in ``defs/training/resources.py`` wraps this), and MLflow
+is imported inside functions because ``import mlflow`` takes seconds.
+
+The registry uses aliases, not stages (deprecated in MLflow 2.9): ``production`` is the
+champion that serves, ``challenger`` the last model that passed the gate. Moving an alias is
+a single registry call, so a switch is atomic.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.specs import ModelSpec
+
+PRODUCTION = "production"
+CHALLENGER = "challenger"
+PREVIOUS = "previous_production"
+MODEL_ARTIFACT = "model"
+# Only these modules may appear in a model file we load: skops refuses anything else, so a
+# tampered artifact cannot make the loader run arbitrary code.
+TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+
+T = TypeVar("T")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The tracking server did not answer; the message names its URI and what to do."""
+
+
+class RegistryError(RuntimeError):
+    """The registry refused an operation (a missing version, an untrusted model file)."""
+
+
+@dataclass
+class Tracking:
+    """Where MLflow is and how hard to try. ``artifact_root`` is set for the embedded store
+    (a folder); a tracking server decides its own artifact location."""
+
+    tracking_uri: str
+    artifact_root: str = ""
+    experiment_prefix: str = "mlops-assets/"
+    ui_url: str = ""
+    max_retries: int = 4
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 30.0
+    _ready: bool = field(default=False, repr=False)
+
+    # ---- connection ---------------------------------------------------------------------
+
+    @property
+    def is_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def configure(self) -> None:
+        """Point MLflow at this store with this retry policy (process-wide, as MLflow is)."""
+        import mlflow
+
+        # MLflow's HTTP client retries connection errors and 429/5xx with exponential backoff
+        # (backoff_seconds x 1, 2, 4, ...); these settings bound how long it tries.
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(self.backoff_seconds)
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, self.timeout_seconds)))
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        if not self._ready:
+            self._prepare()
+            self._ready = True
+
+    def _prepare(self) -> None:
+        """Create the embedded database once, under a lock: two processes creating the same
+        SQLite schema at the same time would fail."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            self.call("connect", lambda c: c.search_experiments(max_results=1))
+            return
+        db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with open(db.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.call("create the tracking database", lambda c: c.search_experiments(max_results=1))
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def call(self, what: str, fn: Callable[[Any], T]) -> T:
+        """Run ``fn(client)``; a server that does not answer becomes one clear error."""
+        try:
+            return fn(self.client())
+        except Exception as e:  # MLflow raises MlflowException, requests and urllib3 errors
+            if _is_unreachable(e):
+                raise TrackingUnavailable(
+                    f"MLflow tracking server {self.tracking_uri} did not answer ({what}) after "
+                    f"{self.max_retries} retries with {self.backoff_seconds:g}s exponential "
+                    f"backoff: {type(e).__name__}: {str(e)[:300]}. Check that the server is up "
+                    "and MLFLOW_TRACKING_URI is right; nothing was registered and no alias moved."
+                ) from e
+            raise
+
+    # ---- experiments and links ----------------------------------------------------------
+
+    def experiment_name(self, spec: ModelSpec) -> str:
+        return f"{self.experiment_prefix}{spec.name}"
+
+    def ensure_experiment(self, spec: ModelSpec) -> str:
+        """The spec's experiment id, created (with the embedded artifact folder) if missing."""
+        name = self.experiment_name(spec)
+
+        def get_or_create(c) -> str:
+            exp = c.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            location = None
+            if self.artifact_root:
+                location = Path(self.artifact_root, spec.name).resolve().as_uri()
+            try:
+                return c.create_experiment(name, artifact_location=location)
+            except Exception:  # created by a concurrent step in the meantime
+                exp = c.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                return exp.experiment_id
+
+        return self.call(f"get experiment {name!r}", get_or_create)
+
+    def _ui(self) -> str:
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
+        return self.tracking_uri.rstrip("/") if self.is_server else ""
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        ui = self._ui()
+        return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if ui else ""
+
+    def version_url(self, name: str, version: str) -> str:
+        ui = self._ui()
+        return f"{ui}/#/models/{quote(name)}/versions/{version}" if ui else ""
+
+    # ---- registry -----------------------------------------------------------------------
+
+    def version_by_alias(self, name: str, alias: str):
+        """The model version holding ``alias``, or None if the alias (or model) does not exist."""
+
+        def get(c):
+            try:
+                return c.get_model_version_by_alias(name, alias)
+            except Exception as e:
+                if _is_not_found(e):
+                    return None
+                raise
+
+        return self.call(f"read alias {alias!r} of {name!r}", get)
+
+    def version(self, name: str, version: str):
+        def get(c):
+            try:
+                return c.get_model_version(name, str(version))
+            except Exception as e:
+                if _is_not_found(e):
+                    raise RegistryError(
+                        f"registered model {name!r} has no version {version!r}: list them with "
+                        f"`mlops models {name}`"
+                    ) from None
+                raise
+
+        return self.call(f"read version {version} of {name!r}", get)
+
+    def versions(self, name: str) -> list:
+        found = self.call(
+            f"list versions of {name!r}",
+            lambda c: c.search_model_versions(f"name = '{name}'", max_results=1000),
+        )
+        return sorted(found, key=lambda v: int(v.version))
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version``: one registry call, so readers see old or new."""
+        self.call(
+            f"set alias {alias!r} of {name!r} to version {version}",
+            lambda c: c.set_registered_model_alias(name, alias, str(version)),
+        )
+
+    def promote(self, name: str, version: str) -> str | None:
+        """Make ``version`` the champion; remember the one it replaces for rollback.
+
+        Returns the previous champion's version, if there was one.
+        """
+        previous = self.version_by_alias(name, PRODUCTION)
+        self.set_alias(name, PRODUCTION, version)
+        if previous is not None and previous.version != str(version):
+            self.set_alias(name, PREVIOUS, previous.version)
+            return previous.version
+        return None
+
+    def tag_version(self, name: str, version: str, tags: dict[str, str]) -> None:
+        def put(c):
+            for k, v in tags.items():
+                c.set_model_version_tag(name, str(version), k, str(v))
+
+        self.call(f"tag version {version} of {name!r}", put)
+
+    def load_model(self, name: str, version: str):
+        """The registered sklearn Pipeline, loaded from its skops file with a fixed allow-list
+        of modules (never from the list the artifact itself declares)."""
+        import mlflow
+        import skops.io as sio
+
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.call(
+                f"download version {version} of {name!r}",
+                lambda c: mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{version}",
+                    dst_path=tmp,
+                    tracking_uri=self.tracking_uri,
+                ),
+            )
+            files = sorted(Path(local).rglob("*.skops"))
+            if not files:
+                raise RegistryError(
+                    f"version {version} of {name!r} has no skops model file: it was not logged "
+                    "by this platform (models are stored with skops, never pickle)"
+                )
+            untrusted = sio.get_untrusted_types(file=files[0])
+            refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
+            if refused:
+                raise RegistryError(
+                    f"version {version} of {name!r} contains types outside sklearn/numpy/scipy: "
+                    f"{refused}; refusing to load it"
+                )
+            return sio.load(files[0], trusted=untrusted)
+
+
+def model_bytes(pipeline) -> tuple[bytes, list[str]]:
+    """The skops serialization of a pipeline and the types it needs trusted to load."""
+    import skops.io as sio
+
+    data = sio.dumps(pipeline)
+    return data, sio.get_untrusted_types(data=data)
+
+
+def log_model(pipeline, example: pd.DataFrame, answers: np.ndarray, trusted: list[str]):
+    """Log the pipeline to the active run with skops (never pickle), signature and example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, answers)
+    return mlflow.sklearn.log_model(
+        pipeline,
+        name=MODEL_ARTIFACT,
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict",
+    )
+
+
+def register(tracking: Tracking, name: str, model_uri: str, tags: dict[str, str]):
+    """A new registered version with its lineage tags, created in one call (tags included)."""
+    import mlflow
+
+    def create(_):
+        return mlflow.register_model(model_uri, name, tags=tags, await_registration_for=60)
+
+    return tracking.call(f"register {name!r}", create)
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    import requests
+
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        text = str(e)
+        if any(
+            s in text
+            for s in ("Max retries exceeded", "Connection refused", "timed out", "Read timed out")
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _is_not_found(e: BaseException) -> bool:
+    code = getattr(e, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(e).lower()

@@ -1,0 +1,96 @@
+"""Fit and score a model on the feature table's train and holdout splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.pipeline import Pipeline
+
+from mlops_assets.featurize import SPLIT
+from mlops_assets.specs import Hyperparameters, ModelSpec
+from mlops_assets.training.pipeline import build_pipeline
+
+
+class TrainingError(ValueError):
+    """The data cannot train this model; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    pipeline: Pipeline
+    metrics: dict[str, float]
+    train_rows: int
+    holdout_rows: int
+
+
+def inputs(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """The model's input columns, in spec order, with the dtypes the pipeline was fit on."""
+    missing = [c for c in spec.features if c not in frame.columns]
+    if missing:
+        raise TrainingError(f"model {spec.name!r}: input lacks feature columns {missing}")
+    x = frame[list(spec.features)].copy()
+    for col in spec.numeric_features:
+        x[col] = x[col].astype("float64")
+    for col in spec.categorical_features:
+        # object, not pandas' string dtype: it is what a JSON request to the server becomes.
+        x[col] = x[col].astype(object).where(x[col].notna(), None)
+    return x
+
+
+def split(features: pd.DataFrame, spec: ModelSpec, which: str) -> tuple[pd.DataFrame, pd.Series]:
+    part = features[features[SPLIT] == which]
+    return inputs(part, spec), part[spec.target]
+
+
+def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
+    """The task's metrics on ``(x, y)``: accuracy, F1, ROC AUC or RMSE, MAE, R²."""
+    if spec.task == "classification":
+        pred = pipeline.predict(x)
+        out = {
+            "accuracy": skm.accuracy_score(y, pred),
+            "f1": skm.f1_score(y, pred, zero_division=0),
+        }
+        out["roc_auc"] = (
+            skm.roc_auc_score(y, pipeline.predict_proba(x)[:, 1])
+            if y.nunique() > 1
+            else float("nan")
+        )
+    else:
+        pred = pipeline.predict(x)
+        out = {
+            "rmse": float(np.sqrt(skm.mean_squared_error(y, pred))),
+            "mae": skm.mean_absolute_error(y, pred),
+            "r2": skm.r2_score(y, pred),
+        }
+    return {k: round(float(v), 6) for k, v in out.items()}
+
+
+def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Trained:
+    """Fit on the ``train`` split, score on ``holdout``. Deterministic for the same inputs."""
+    x_train, y_train = split(features, spec, "train")
+    x_hold, y_hold = split(features, spec, "holdout")
+    if len(x_train) == 0 or len(x_hold) == 0:
+        raise TrainingError(
+            f"model {spec.name!r}: {len(x_train)} train and {len(x_hold)} holdout rows; both "
+            "must be non-empty: ingest more data or change split.holdout_fraction"
+        )
+    if spec.task == "classification" and y_train.nunique() < 2:
+        raise TrainingError(
+            f"model {spec.name!r}: target {spec.target!r} has a single class "
+            f"({y_train.iloc[0]!r}) in the {len(y_train)} training rows; a classifier needs "
+            "both: check the data at this commit"
+        )
+    pipeline = build_pipeline(spec, params)
+    pipeline.fit(x_train, y_train)
+    return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
+
+
+def predictions(pipeline: Pipeline, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
+    """What the model answers for ``frame``: P(class 1) for a classifier, the value otherwise."""
+    x = inputs(frame, spec)
+    if spec.task == "classification":
+        return pipeline.predict_proba(x)[:, 1]
+    return pipeline.predict(x)
