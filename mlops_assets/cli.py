@@ -8,6 +8,9 @@ Examples::
     mlops ingest demand --fault nulls           # a bad batch: rejected, main unchanged
     mlops ingest churn --file today.csv         # your own file, same audit
     mlops log churn
+    mlops models churn                          # registered versions, aliases, gate decisions
+    mlops reproduce churn 3                     # retrain version 3 from its lineage; match?
+    mlops mlflow-ui                             # browse the embedded MLflow store
 """
 
 from __future__ import annotations
@@ -127,6 +130,75 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from mlops_assets.training.tracking import tracking_from_env
+
+    spec = get_spec(args.spec)
+    tracking = tracking_from_env()
+    tracking.configure()
+    aliases: dict[str, list[str]] = {}
+    for alias in ("production", "challenger", "previous_production"):
+        v = tracking.version_by_alias(spec.model_name, alias)
+        if v is not None:
+            aliases.setdefault(v.version, []).append(alias)
+    versions = tracking.versions(spec.model_name)
+    if not versions:
+        print(
+            f"{spec.model_name}: no registered versions yet; materialize {spec.name}/trained_model"
+        )
+        return 0
+    metric = spec.evaluation.metric
+    for v in versions:
+        t = v.tags
+        held = ",".join(aliases.get(v.version, [])) or "-"
+        score = t.get(f"gate.{metric}", "?")
+        print(
+            f"{spec.model_name} v{v.version:<4} {held:<20} "
+            f"gate={t.get('gate.decision', 'pending'):<8} {metric}={score:<9} "
+            f"commit={t.get('lakefs.commit', '?')[:12]} "
+            f"run_hash={t.get('mlops.run_hash', '?')[:12]} "
+            f"reproduced={t.get('mlops.reproduced', 'never')}"
+        )
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mlops_assets.training.reproduce import reproduce
+    from mlops_assets.training.tracking import tracking_from_env
+
+    spec = get_spec(args.spec)
+    tracking = tracking_from_env()
+    tracking.configure()
+    result = reproduce(tracking, spec, args.version, store_for(spec))
+    print(result.summary())
+    return 0 if result.matched else 3
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    uri, artifacts = settings.embedded_tracking()
+    if settings.tracking_uri():
+        raise ValueError(
+            f"MLFLOW_TRACKING_URI={settings.tracking_uri()} is set: open that server's UI instead"
+        )
+    cmd = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifacts.as_uri(),
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    print(f"MLflow UI for the embedded store {uri} on http://{args.host}:{args.port}")
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover - execv does not return
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -161,6 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--ref", default="main")
     log.add_argument("-n", type=int, default=20)
     log.set_defaults(fn=cmd_log)
+
+    models = sub.add_parser("models", help="registered versions of a spec's model")
+    models.add_argument("spec")
+    models.set_defaults(fn=cmd_models)
+
+    repro = sub.add_parser(
+        "reproduce", help="retrain a registered version from its lineage; exit 0 if it matched"
+    )
+    repro.add_argument("spec")
+    repro.add_argument("version", help="registered model version, e.g. 3")
+    repro.set_defaults(fn=cmd_reproduce)
+
+    ui = sub.add_parser("mlflow-ui", help="serve the MLflow UI over the embedded store")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(fn=cmd_mlflow_ui)
     return parser
 
 
@@ -168,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (StoreError, ValueError, KeyError, FileExistsError, OSError) as e:
+    except (StoreError, ValueError, KeyError, FileExistsError, OSError, RuntimeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"mlops {args.command}: error: {msg}", file=sys.stderr)
         return 1

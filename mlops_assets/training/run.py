@@ -3,6 +3,7 @@ reproduction of a registered version all call ``train_and_log``."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -52,6 +53,7 @@ def lineage_tags(
         "lakefs.commit": data_commit,
         "mlops.code_version": version,
         "mlops.run_hash": lineage.run_hash(data_commit, version, params.model_dump(), libs),
+        "mlops.params": json.dumps(params.model_dump(), sort_keys=True),
         **{f"lib.{k}": v for k, v in libs.items()},
     }
     tags.update(extra or {})

@@ -72,6 +72,7 @@ class Tracking:
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)
         os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(self.backoff_seconds)
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, self.timeout_seconds)))
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         if not self._ready:
@@ -239,6 +240,22 @@ class Tracking:
                     f"{refused}; refusing to load it"
                 )
             return sio.load(files[0], trusted=untrusted)
+
+
+def tracking_from_env() -> Tracking:
+    """Tracking outside Dagster (the CLI, ``mlflow run``): MLFLOW_TRACKING_URI or embedded."""
+    from mlops_assets import settings
+
+    if settings.tracking_uri():
+        return Tracking(
+            tracking_uri=settings.tracking_uri(), ui_url=os.environ.get("MLFLOW_UI_URL", "")
+        )
+    uri, artifacts = settings.embedded_tracking()
+    return Tracking(
+        tracking_uri=uri,
+        artifact_root=str(artifacts),
+        ui_url=os.environ.get("MLFLOW_UI_URL", settings.EMBEDDED_MLFLOW_UI),
+    )
 
 
 def model_bytes(pipeline) -> tuple[bytes, list[str]]:
