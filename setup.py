@@ -35,6 +35,7 @@ setup(
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "ruff>=0.6",
+            "moto[server]>=5.0",
         ],
     },
     entry_points={"console_scripts": ["mlops=mlops_assets.cli:main"]},

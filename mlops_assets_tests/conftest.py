@@ -31,3 +31,12 @@ def seeded(tmp_path, spec):
     store = LocalStore(tmp_path / "store", spec.dataset.repository)
     head = seed_store(store, spec)
     return store, head
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real ``mlflow server`` on loopback for the whole session."""
+    from mlops_assets_tests.servers import mlflow_server as serve
+
+    with serve(tmp_path_factory.mktemp("mlflow")) as server:
+        yield server

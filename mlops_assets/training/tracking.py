@@ -53,7 +53,7 @@ class Tracking:
     experiment_prefix: str = "mlops-assets/"
     ui_url: str = ""
     max_retries: int = 4
-    backoff_seconds: float = 1.0
+    backoff_seconds: int = 1
     timeout_seconds: float = 30.0
     _ready: bool = field(default=False, repr=False)
 

@@ -39,8 +39,8 @@ class MlflowResource(dg.ConfigurableResource):
     max_retries: int = Field(
         default=4, ge=0, le=20, description="retries of a request that fails to connect or 5xx"
     )
-    backoff_seconds: float = Field(
-        default=1.0, ge=0, description="exponential backoff base: waits b, 2b, 4b, ..."
+    backoff_seconds: int = Field(
+        default=1, ge=0, le=60, description="exponential backoff base: waits b, 2b, 4b, ... s"
     )
     timeout_seconds: float = Field(default=30.0, gt=0, description="per-request timeout")
 
