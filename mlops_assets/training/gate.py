@@ -53,7 +53,7 @@ def decide(
     higher = _higher(metric)
     better, worse = (">=", "<") if higher else ("<=", ">")
     if challenger is None or math.isnan(challenger):
-        return done(False, f"challenger {metric} could not be computed on the holdout")
+        return done(False, f"challenger {metric} could not be computed on the holdout: refused")
     clears_floor = challenger >= floor if higher else challenger <= floor
     if not clears_floor:
         return done(

@@ -162,7 +162,7 @@ class Tracking:
                     return None
                 raise
 
-        return self.call(f"read alias {alias!r} of {name!r}", get)
+        return _str_version(self.call(f"read alias {alias!r} of {name!r}", get))
 
     def version(self, name: str, version: str):
         def get(c):
@@ -176,14 +176,14 @@ class Tracking:
                     ) from None
                 raise
 
-        return self.call(f"read version {version} of {name!r}", get)
+        return _str_version(self.call(f"read version {version} of {name!r}", get))
 
     def versions(self, name: str) -> list:
         found = self.call(
             f"list versions of {name!r}",
             lambda c: c.search_model_versions(f"name = '{name}'", max_results=1000),
         )
-        return sorted(found, key=lambda v: int(v.version))
+        return sorted((_str_version(v) for v in found), key=lambda v: int(v.version))
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """Point ``alias`` at ``version``: one registry call, so readers see old or new."""
@@ -290,7 +290,14 @@ def register(tracking: Tracking, name: str, model_uri: str, tags: dict[str, str]
     def create(_):
         return mlflow.register_model(model_uri, name, tags=tags, await_registration_for=60)
 
-    return tracking.call(f"register {name!r}", create)
+    return _str_version(tracking.call(f"register {name!r}", create))
+
+
+def _str_version(mv):
+    """The SQLite store returns versions as int, the REST store as str: make them all str."""
+    if mv is not None:
+        mv._version = str(mv._version)
+    return mv
 
 
 def _is_unreachable(e: BaseException) -> bool:
