@@ -21,7 +21,8 @@ def home(tmp_path):
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "LAKEFS_", "MLFLOW_"))}
+    ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env["DAGSTER_HOME"] = str(dagster_home)
     return env
 
