@@ -18,7 +18,7 @@ RUN pip install --no-cache-dir uv==0.13.9 \
  && uv pip install --system --no-cache --compile-bytecode -r requirements.lock
 
 # Then the project itself (no dependency resolution: the lock already installed them).
-COPY setup.py pyproject.toml workspace.yaml dagster.yaml README.md ./
+COPY setup.py pyproject.toml workspace.yaml dagster.yaml README.md MLproject ./
 COPY mlops_assets ./mlops_assets
 RUN uv pip install --system --no-cache --no-deps -e . \
  && useradd --create-home --uid 10001 mlops \
