@@ -60,7 +60,13 @@ def decide(
             False,
             f"challenger {metric}={challenger:.4f} {worse} floor {floor:.4f}: refused",
         )
-    if champion is None or math.isnan(champion):
+    if champion is not None and math.isnan(champion):
+        return done(
+            False,
+            f"champion {metric} could not be computed on this holdout, so the challenger cannot "
+            "be compared with it: refused (check the holdout, e.g. it has a single class)",
+        )
+    if champion is None:
         return done(
             True,
             f"no champion yet; challenger {metric}={challenger:.4f} {better} floor "

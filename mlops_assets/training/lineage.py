@@ -8,13 +8,16 @@ identical model digest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.util
 import io
 import json
 import platform
 import re
 import zipfile
 from importlib import metadata
+from pathlib import Path
 
 # The libraries whose versions can change a fitted model or how it is stored.
 LIBRARIES = ("scikit-learn", "numpy", "scipy", "pandas", "pyarrow", "skops")
@@ -28,6 +31,19 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+@functools.cache
+def source_digest(modules: tuple[str, ...]) -> str:
+    """A short digest of the source files of ``modules``: the code that decides a model."""
+    digest = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"cannot find the source of module {name!r}")
+        digest.update(name.encode())
+        digest.update(Path(spec.origin).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def run_hash(data_commit: str, code_version: str, params: dict, libraries: dict[str, str]) -> str:

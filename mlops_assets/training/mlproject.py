@@ -73,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     tracking = tracking_from_env()
     tracking.configure()
     tags = lineage_tags(
-        spec, params, commit.id, spec.dataset.repository, {"mlops.entry_point": "mlflow run"}
+        spec,
+        params,
+        commit.id,
+        spec.dataset.repository,
+        {"mlops.entry_point": "mlflow run"},
+        data_ref=args.ref,
     )
     if "MLFLOW_RUN_ID" not in os.environ:  # run directly, not by `mlflow run`
         mlflow.set_experiment(experiment_id=tracking.ensure_experiment(spec))
@@ -85,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             tracking,
             spec.model_name,
             logged.model_uri,
+            run.info.run_id,
             {**logged.tags, "mlflow.run_id": run.info.run_id},
         )
         print(

@@ -12,17 +12,25 @@ from mlops_assets.featurize import REVISION as FEATURES_REVISION
 from mlops_assets.specs import Hyperparameters, ModelSpec
 from mlops_assets.training import lineage
 from mlops_assets.training.tracking import MODEL_ARTIFACT, Tracking, log_model, model_bytes
-from mlops_assets.training.train import Trained, fit, inputs, predictions
+from mlops_assets.training.train import Trained, fit, inputs
 
-# Bump when training logic changes in a way that changes models: it is part of the run hash.
+# A readable revision; the code version also carries a digest of the source that decides the
+# model (feature building, pipeline, fit), so an edit there changes the run hash even if
+# nobody bumps this.
 TRAINING_REVISION = "train-1"
+MODEL_SOURCES = (
+    "mlops_assets.featurize",
+    "mlops_assets.training.pipeline",
+    "mlops_assets.training.train",
+)
 EXAMPLE_ROWS = 5
 
 
 def code_version(spec: ModelSpec) -> str:
     """The training code version: logic revision plus the spec (without its gate section)."""
     digest = spec.digest(exclude={"description", "evaluation"})
-    return f"{TRAINING_REVISION}+{FEATURES_REVISION}-{digest}"
+    source = lineage.source_digest(MODEL_SOURCES)
+    return f"{TRAINING_REVISION}+{FEATURES_REVISION}-{digest}-{source}"
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ def lineage_tags(
     data_commit: str,
     data_repository: str,
     extra: dict[str, str] | None = None,
+    data_ref: str = "main",
 ) -> dict[str, str]:
     """What a run and its registered version carry so anyone can trace and repeat them."""
     libs = lineage.library_versions()
@@ -51,6 +60,7 @@ def lineage_tags(
         "mlops.task": spec.task,
         "lakefs.repository": data_repository,
         "lakefs.commit": data_commit,
+        "lakefs.branch": data_ref,
         "mlops.code_version": version,
         "mlops.run_hash": lineage.run_hash(data_commit, version, params.model_dump(), libs),
         "mlops.params": json.dumps(params.model_dump(), sort_keys=True),
@@ -78,7 +88,8 @@ def train_and_log(
     digest = lineage.model_digest(blob)
     all_tags = {**tags, "mlops.model_digest": digest}
     example = inputs(features.head(EXAMPLE_ROWS), spec)
-    answers = predictions(trained.pipeline, features.head(EXAMPLE_ROWS), spec)
+    # what the logged model's pyfunc predict() returns: labels for a classifier
+    answers = trained.pipeline.predict(example)
 
     def log(_):
         mlflow.log_params({f"model.{k}": v for k, v in params.model_dump().items()})

@@ -28,9 +28,17 @@ PRODUCTION = "production"
 CHALLENGER = "challenger"
 PREVIOUS = "previous_production"
 MODEL_ARTIFACT = "model"
-# Only these modules may appear in a model file we load: skops refuses anything else, so a
-# tampered artifact cannot make the loader run arbitrary code.
-TRUSTED_MODULES = ("sklearn.", "numpy.", "scipy.", "builtins.")
+# The only types outside skops' own safe set that our pipelines contain (every estimator kind;
+# test_tracking checks this list against freshly built pipelines). A model file naming any other
+# type is refused before loading: skops would call it, so a module-wide allow-list
+# ("builtins.", "numpy.") would let a tampered artifact run code such as builtins.eval.
+TRUSTED_TYPES = frozenset(
+    {
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    }
+)
 
 T = TypeVar("T")
 
@@ -103,10 +111,10 @@ class Tracking:
         except Exception as e:  # MLflow raises MlflowException, requests and urllib3 errors
             if _is_unreachable(e):
                 raise TrackingUnavailable(
-                    f"MLflow tracking server {self.tracking_uri} did not answer ({what}) after "
-                    f"{self.max_retries} retries with {self.backoff_seconds:g}s exponential "
-                    f"backoff: {type(e).__name__}: {str(e)[:300]}. Check that the server is up "
-                    "and MLFLOW_TRACKING_URI is right; nothing was registered and no alias moved."
+                    f"MLflow tracking server {self.tracking_uri} did not answer ({what}), "
+                    f"retrying up to {self.max_retries} times with {self.backoff_seconds}s "
+                    f"exponential backoff: {type(e).__name__}: {str(e)[:300]}. Check that the "
+                    "server is up and MLFLOW_TRACKING_URI is right."
                 ) from e
             raise
 
@@ -213,9 +221,8 @@ class Tracking:
 
     def load_model(self, name: str, version: str):
         """The registered sklearn Pipeline, loaded from its skops file with a fixed allow-list
-        of modules (never from the list the artifact itself declares)."""
+        of types (never from the list the artifact itself declares)."""
         import mlflow
-        import skops.io as sio
 
         with tempfile.TemporaryDirectory() as tmp:
             local = self.call(
@@ -232,14 +239,21 @@ class Tracking:
                     f"version {version} of {name!r} has no skops model file: it was not logged "
                     "by this platform (models are stored with skops, never pickle)"
                 )
-            untrusted = sio.get_untrusted_types(file=files[0])
-            refused = [t for t in untrusted if not t.startswith(TRUSTED_MODULES)]
-            if refused:
-                raise RegistryError(
-                    f"version {version} of {name!r} contains types outside sklearn/numpy/scipy: "
-                    f"{refused}; refusing to load it"
-                )
-            return sio.load(files[0], trusted=untrusted)
+            return load_skops(files[0], f"version {version} of {name!r}")
+
+
+def load_skops(path: Path, what: str):
+    """Load a skops file only if every type it needs is one our pipelines use."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    if refused:
+        raise RegistryError(
+            f"{what}: the model file needs types this platform never produces: {refused}; "
+            "refusing to load it (it may have been tampered with)"
+        )
+    return sio.load(path, trusted=untrusted)
 
 
 def tracking_from_env() -> Tracking:
@@ -283,14 +297,37 @@ def log_model(pipeline, example: pd.DataFrame, answers: np.ndarray, trusted: lis
     )
 
 
-def register(tracking: Tracking, name: str, model_uri: str, tags: dict[str, str]):
-    """A new registered version with its lineage tags, created in one call (tags included)."""
+def registered_from_run(tracking: Tracking, name: str, run_id: str):
+    """The version of ``name`` already registered from ``run_id``, if any."""
+    found = tracking.call(
+        f"look up versions of {name!r} from run {run_id}",
+        lambda c: c.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"),
+    )
+    return _str_version(min(found, key=lambda v: int(v.version))) if found else None
+
+
+def register(tracking: Tracking, name: str, model_uri: str, run_id: str, tags: dict[str, str]):
+    """A new registered version with its lineage tags, created in one call (tags included).
+
+    Idempotent per run: MLflow's client retries a POST whose answer was lost, and a step may be
+    re-run, so an existing version from the same run is returned instead of a second one.
+    """
     import mlflow
+
+    existing = registered_from_run(tracking, name, run_id)
+    if existing is not None:
+        return existing
 
     def create(_):
         return mlflow.register_model(model_uri, name, tags=tags, await_registration_for=60)
 
-    return _str_version(tracking.call(f"register {name!r}", create))
+    try:
+        return _str_version(tracking.call(f"register {name!r}", create))
+    except TrackingUnavailable as e:
+        raise TrackingUnavailable(
+            f"{e} Registering {name!r} from run {run_id} may or may not have completed; "
+            "materializing again reuses a version from the same run instead of adding one."
+        ) from e
 
 
 def _str_version(mv):
@@ -319,5 +356,13 @@ def _is_unreachable(e: BaseException) -> bool:
 
 
 def _is_not_found(e: BaseException) -> bool:
+    """A missing model, version or alias: MLflow's own error codes, not any "not found" text
+    (a proxy's 404 page must not read as "there is no champion")."""
     code = getattr(e, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(e).lower()
+    if code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return (
+        code == "INVALID_PARAMETER_VALUE"
+        and "alias" in str(e).lower()
+        and ("not found" in str(e).lower())
+    )

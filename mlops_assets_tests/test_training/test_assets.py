@@ -29,10 +29,14 @@ def latest(env, key):
 
 
 def alias(env, spec, name):
+    from mlflow.exceptions import MlflowException
+
     try:
-        return env.client().get_model_version_by_alias(spec.model_name, name).version
-    except Exception:
-        return None
+        return str(env.client().get_model_version_by_alias(spec.model_name, name).version)
+    except MlflowException as e:
+        if "not found" in str(e):
+            return None
+        raise
 
 
 def gate_evaluation(result):
@@ -64,6 +68,7 @@ def test_first_version_is_traced_both_ways_and_becomes_champion_through_the_gate
     assert meta["mlflow_run_id"] == run.info.run_id
     for tags in (run.data.tags, mv.tags):
         assert tags["lakefs.commit"] == head
+        assert tags["lakefs.branch"] == "main"
         assert tags["lakefs.repository"] == spec.dataset.repository
         assert tags["dagster.run_id"] == result.run_id
         assert tags["dagster.asset_key"] == f"{name}/trained_model"
@@ -241,5 +246,56 @@ def test_unreachable_tracking_server_fails_with_its_uri_and_registers_nothing(se
     assert not result.success
     (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     text = str(failure.event_specific_data.error)
-    assert uri in text and "did not answer" in text and "no alias moved" in text
-    assert env.client().search_registered_models(f"name = '{spec.model_name}'") == []
+    assert uri in text and "did not answer" in text and "MLFLOW_TRACKING_URI" in text
+
+
+def test_bad_gate_config_is_rejected_naming_the_field(server_env):
+    env = server_env
+    spec = env.spec("churn")
+    env.seed(spec)
+    assert env.run(keys("churn")[:3]).success
+    cfg = {"ops": {"churn__model_evaluation": {"config": {"tolerance": 5.0}}}}
+    result = env.run([model_evaluation_key("churn")], cfg, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "field 'tolerance'" in str(failure.event_specific_data.error)
+    assert alias(env, spec, PRODUCTION) is None
+
+
+def test_tracking_server_hanging_during_the_gate_moves_no_alias(tmp_path, monkeypatch):
+    """A real server, frozen (SIGSTOP) after training: the gate fails naming the URI, and the
+    champion and challenger aliases stay where they were."""
+    import os
+    import signal
+
+    import dagster as dg
+
+    from mlops_assets_tests.servers import mlflow_server
+    from mlops_assets_tests.test_training.conftest import make_env
+
+    with mlflow_server(tmp_path / "mlflow") as server, dg.instance_for_test() as instance:
+        env = make_env(tmp_path, monkeypatch, server.url)
+        env.instance = instance
+        spec = env.spec("churn")
+        env.seed(spec)
+        assert env.run(keys("churn")).success
+        champion = alias(env, spec, PRODUCTION)
+        cfg = train_config("churn", random_state=5)
+        assert env.run([trained_model_key("churn")], cfg).success
+        fast = {"tracking_uri": server.url, "max_retries": 1, "backoff_seconds": 0}
+        os.killpg(server.proc.pid, signal.SIGSTOP)
+        try:
+            result = env.run(
+                [model_evaluation_key("churn")],
+                {"resources": {"mlflow": {"config": {**fast, "timeout_seconds": 2.0}}}},
+                raise_on_error=False,
+            )
+        finally:
+            os.killpg(server.proc.pid, signal.SIGCONT)
+        assert not result.success
+        (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert server.url in str(failure.event_specific_data.error)
+        assert alias(env, spec, PRODUCTION) == champion
+        assert alias(env, spec, CHALLENGER) == champion
+        new = str(latest(env, trained_model_key("churn")).metadata["model_version"].value)
+        assert "gate.decision" not in env.client().get_model_version(spec.model_name, new).tags

@@ -48,3 +48,15 @@ def test_bar_is_the_stricter_of_floor_and_tolerance():
 def test_zero_tolerance_refuses_any_regression():
     assert not decide("f1", 0.7999, 0.8, floor=0.1, tolerance=0.0).promote
     assert decide("f1", 0.8, 0.8, floor=0.1, tolerance=0.0).promote
+
+
+def test_a_champion_whose_score_is_nan_cannot_be_replaced_blindly():
+    d = decide("roc_auc", 0.9, math.nan, floor=0.7, tolerance=0.03)
+    assert not d.promote
+    assert "champion roc_auc could not be computed" in d.reason
+
+
+def test_negative_scores_use_the_magnitude_for_the_tolerance():
+    # r2 can be negative: 3 % worse than -0.5 is -0.515, not -0.485
+    assert decide("r2", -0.51, -0.5, floor=-1.0, tolerance=0.03).promote
+    assert not decide("r2", -0.52, -0.5, floor=-1.0, tolerance=0.03).promote

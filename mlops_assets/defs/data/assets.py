@@ -185,7 +185,11 @@ def build_data_assets(spec: ModelSpec) -> list:
         files = {p: store.get(commit.id, p) for p in paths}
         df, violations = load_dataset(files, spec.dataset)
         # Parquet keeps attrs: every downstream asset knows the exact commit it descends from.
-        df.attrs.update(lakefs_repository=store.repository, lakefs_commit=commit.id)
+        df.attrs.update(
+            lakefs_repository=store.repository,
+            lakefs_ref=config.ref or "main",
+            lakefs_commit=commit.id,
+        )
         yield dg.Output(
             df,
             data_version=dg.DataVersion(commit.id),

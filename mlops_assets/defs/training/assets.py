@@ -7,10 +7,16 @@ from pydantic import Field, ValidationError
 
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.resources import MlflowResource
-from mlops_assets.specs import Hyperparameters, ModelSpec
+from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.training import gate
 from mlops_assets.training.run import code_version, lineage_tags, train_and_log
-from mlops_assets.training.tracking import CHALLENGER, PRODUCTION, Tracking, register
+from mlops_assets.training.tracking import (
+    CHALLENGER,
+    PRODUCTION,
+    Tracking,
+    TrackingUnavailable,
+    register,
+)
 from mlops_assets.training.train import TrainingError, split
 from mlops_assets.training.train import score as score_model
 
@@ -103,7 +109,7 @@ def build_training_assets(spec: ModelSpec) -> list:
                 allow_retries=False,
             ) from None
         commit = features.attrs.get("lakefs_commit")
-        if not commit:
+        if not commit or commit == "unknown":
             raise dg.Failure(
                 f"features of {spec.name!r} carry no lakeFS commit: re-materialize "
                 f"{features_key(spec.name).to_user_string()}",
@@ -119,6 +125,7 @@ def build_training_assets(spec: ModelSpec) -> list:
                 "dagster.run_id": context.run_id,
                 "dagster.asset_key": context.asset_key.to_user_string(),
             },
+            data_ref=features.attrs.get("lakefs_ref", "main"),
         )
         run_name = f"{spec.name}-{context.run_id[:8]}"
         with mlflow.start_run(context, tracking, spec, run_name, tags):
@@ -129,7 +136,11 @@ def build_training_assets(spec: ModelSpec) -> list:
             context.log.info(f"MLflow run {logged.run_id}: {logged.trained.metrics}")
         # Registered only once the run is complete: a failure above registers nothing.
         version = register(
-            tracking, name, logged.model_uri, {**logged.tags, "mlflow.run_id": logged.run_id}
+            tracking,
+            name,
+            logged.model_uri,
+            logged.run_id,
+            {**logged.tags, "mlflow.run_id": logged.run_id},
         )
         context.log.info(f"registered {name!r} version {version.version}")
         value = {
@@ -153,6 +164,7 @@ def build_training_assets(spec: ModelSpec) -> list:
             "run_hash": logged.run_hash,
             "model_digest": logged.model_digest,
             "lakefs_commit": dg.MetadataValue.text(commit),
+            "lakefs_branch": logged.tags["lakefs.branch"],
             "train_rows": logged.trained.train_rows,
             "holdout_rows": logged.trained.holdout_rows,
             "params": dg.MetadataValue.json(params.model_dump()),
@@ -172,6 +184,9 @@ def build_training_assets(spec: ModelSpec) -> list:
         kinds={"mlflow", "scikit-learn"},
         io_manager_key="json_io_manager",
         code_version="evaluation-1",
+        # One gate at a time per model: two concurrent evaluations could otherwise both see
+        # "no champion" and both take production (limit set in dagster.yaml).
+        pool=f"mlops_gate_{spec.name}",
         description=f"Challenger vs the '{PRODUCTION}' champion of '{name}' on one holdout.",
         check_specs=[
             dg.AssetCheckSpec(
@@ -192,6 +207,15 @@ def build_training_assets(spec: ModelSpec) -> list:
         features: pd.DataFrame,
         mlflow: MlflowResource,
     ):
+        try:
+            gate_spec = EvaluationSpec(
+                metric=metric, floor=config.floor, tolerance=config.tolerance
+            )
+        except ValidationError as e:
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()} config rejected: {_problems(e)}",
+                allow_retries=False,
+            ) from None
         tracking = mlflow.tracking()
         x, y = split(features, spec, "holdout")
         version = trained_model["version"]
@@ -208,16 +232,10 @@ def build_training_assets(spec: ModelSpec) -> list:
             metric,
             challenger_scores[metric],
             champion_scores[metric] if champion_scores else None,
-            config.floor,
-            config.tolerance,
+            gate_spec.floor,
+            gate_spec.tolerance,
         )
-        moved = []
-        if decision.promote:
-            tracking.set_alias(name, CHALLENGER, version)
-            moved.append(CHALLENGER)
-            if champion is None:
-                tracking.promote(name, version)
-                moved.append(PRODUCTION)
+        # The decision is recorded on the version first; aliases move last, one call each.
         tracking.tag_version(
             name,
             version,
@@ -228,6 +246,22 @@ def build_training_assets(spec: ModelSpec) -> list:
                 "gate.champion_version": champion.version if champion else "none",
             },
         )
+        moved: list[str] = []
+        if decision.promote:
+            try:
+                tracking.set_alias(name, CHALLENGER, version)
+                moved.append(CHALLENGER)
+                # Only the first model takes production here, and only if no other gate has
+                # given it to a model since we looked.
+                if champion is None and tracking.version_by_alias(name, PRODUCTION) is None:
+                    tracking.promote(name, version)
+                    moved.append(PRODUCTION)
+            except TrackingUnavailable as e:
+                key = context.asset_key.to_user_string()
+                raise TrackingUnavailable(
+                    f"{e} The gate passed version {version}; aliases moved before the failure: "
+                    f"{', '.join(moved) or 'none'}. Materialize {key} again to finish."
+                ) from e
         verdict = "passed" if decision.promote else "refused"
         context.log.info(f"promotion gate {verdict}: {decision.reason}")
         value = {
@@ -246,8 +280,8 @@ def build_training_assets(spec: ModelSpec) -> list:
             "reason": decision.reason,
             "metric": metric,
             f"challenger_{metric}": float(challenger_scores[metric]),
-            "floor": float(config.floor),
-            "tolerance": float(config.tolerance),
+            "floor": float(gate_spec.floor),
+            "tolerance": float(gate_spec.tolerance),
             "bar": float(decision.bar),
             "challenger_version": dg.MetadataValue.int(int(version)),
             "champion_version": champion.version if champion else "none",

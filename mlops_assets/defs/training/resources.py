@@ -86,11 +86,12 @@ class MlflowResource(dg.ConfigurableResource):
                 "extra_tags": tags,
             },
         )
-        while mlflow.active_run():  # never log into a run a previous step left behind
-            mlflow.end_run()
-        mlf = tracking.call(f"start a run in experiment {experiment!r}", lambda _: MlFlow(init))
+        while mlflow.active_run():  # a run a previous step left behind did not finish
+            mlflow.end_run("FAILED")
         try:
-            yield mlf
+            # MlFlow() starts the run and then tags it: inside the try, so a failure while
+            # tagging still ends the run.
+            yield tracking.call(f"start a run in experiment {experiment!r}", lambda _: MlFlow(init))
         except BaseException as e:
             status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
             _end_all(tracking, status, context)
