@@ -11,6 +11,7 @@ Examples::
     mlops models churn                          # registered versions, aliases, gate decisions
     mlops reproduce churn 3                     # retrain version 3 from its lineage; match?
     mlops mlflow-ui                             # browse the embedded MLflow store
+    mlops serve                                 # the inference server on :8080
 """
 
 from __future__ import annotations
@@ -199,6 +200,13 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover - execv does not return
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mlops_assets.serving.main import serve
+
+    serve(args.host, args.port, args.poll_seconds)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -249,6 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(fn=cmd_mlflow_ui)
+
+    srv = sub.add_parser("serve", help="the inference server for every model (production alias)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument(
+        "--poll-seconds", type=float, default=10.0, help="how often to re-read the alias"
+    )
+    srv.set_defaults(fn=cmd_serve)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The online inference server: plain library code, no Dagster. See ``app.py``."""

@@ -1,0 +1,458 @@
+"""The inference server: a lean ASGI app (run by uvicorn) that serves every model spec.
+
+Routes
+- ``POST /predict``: ``{"model": "churn", "records": [{...}, ...]}`` (``model`` may be left out
+  when the server has one model; a single object works as one record). Answers predictions,
+  probabilities for classifiers, the model version that answered and a request id.
+- Open Inference Protocol (KServe V2): ``GET /v2/health/live``, ``GET /v2/health/ready``,
+  ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``.
+- ``GET /metrics``: Prometheus text.
+- Admin (``Authorization: Bearer <token>``): ``GET/PUT /admin/deployments/{name}`` (the
+  deployment state: production, candidate, weight, mode), ``GET /admin/stats/{name}`` and
+  ``POST /admin/stats/{name}/reset`` (per-version window a rollout watches).
+
+Bad input is a 4xx that names the field (never a 500); a 500 means the model itself failed.
+Concurrent requests for one version are answered by one ``predict`` call (micro-batching): the
+fixed cost of a scikit-learn pipeline call is paid once per batch, not once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlops_assets.serving.metrics import Metrics
+from mlops_assets.serving.predlog import PredictionLog
+from mlops_assets.serving.schema import InputError, InputSchema
+from mlops_assets.serving.state import Deployment, Window
+from mlops_assets.specs import ModelSpec
+
+log = logging.getLogger("mlops.serving")
+
+JSON = [(b"content-type", b"application/json")]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, kind: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.field = status, message, kind, field
+
+
+@dataclass
+class Served:
+    """One model: its spec, input schema, loaded versions, deployment and windows."""
+
+    spec: ModelSpec
+    schema: InputSchema
+    pipelines: dict[str, object] = field(default_factory=dict)
+    deployment: Deployment = field(default_factory=lambda: Deployment(production=None))
+    windows: dict[str, Window] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+
+    def window(self, version: str) -> Window:
+        if version not in self.windows:
+            self.windows[version] = Window()
+        return self.windows[version]
+
+
+class Batcher:
+    """Collects the requests for one model version that arrive in one turn of the event loop
+    and answers them with one predict call."""
+
+    def __init__(self, served: Served, version: str):
+        self.served, self.version = served, version
+        self.pending: list[tuple[dict, int, asyncio.Future]] = []
+        self.scheduled = False
+
+    def submit(self, columns: dict, n: int) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending.append((columns, n, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self._run)
+        return fut
+
+    def _run(self) -> None:
+        pending, self.pending, self.scheduled = self.pending, [], False
+        served = self.served
+        try:
+            if len(pending) == 1:
+                merged = pending[0][0]
+            else:
+                merged = {f: [v for p in pending for v in p[0][f]] for f in served.schema.features}
+            frame = served.schema.frame(merged)
+            pipeline = served.pipelines[self.version]
+            if served.spec.task == "classification":
+                proba = pipeline.predict_proba(frame)[:, 1]
+                labels = (proba >= 0.5).astype("int64")
+            else:
+                proba, labels = None, pipeline.predict(frame)
+        except Exception as e:  # the model failed: every request in the batch gets it
+            for _, _, fut in pending:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        start = 0
+        for _, n, fut in pending:
+            if not fut.done():
+                end = start + n
+                fut.set_result((labels[start:end], None if proba is None else proba[start:end]))
+            start += n
+
+
+class InferenceServer:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        load_version: Callable[[ModelSpec, str], object],
+        token: str,
+        prediction_log: PredictionLog | None = None,
+        resolve_production: Callable[[ModelSpec], str | None] | None = None,
+        max_batch_rows: int = 10_000,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        poll_seconds: float = 0.0,
+    ):
+        self.models = {s.name: Served(s, InputSchema(s)) for s in specs}
+        self.load_version = load_version
+        self.resolve_production = resolve_production
+        self.token = token
+        self.log = prediction_log
+        self.metrics = Metrics()
+        self.max_batch_rows = max_batch_rows
+        self.max_body_bytes = max_body_bytes
+        self.poll_seconds = poll_seconds
+        self.started = time.time()
+        self._swap_lock: asyncio.Lock | None = None
+        self._poller: asyncio.Task | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self._swap_lock = asyncio.Lock()
+        if self.resolve_production:
+            await self.sync_production()
+        if self.poll_seconds > 0 and self.resolve_production:
+            self._poller = asyncio.create_task(self._poll())
+
+    async def shutdown(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+        if self.log:
+            await asyncio.to_thread(self.log.close)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                await self.sync_production()
+            except Exception as e:
+                log.warning("registry poll failed: %s", e)
+
+    async def sync_production(self) -> None:
+        """Serve the registry's ``production`` version where no rollout is in progress."""
+        for served in self.models.values():
+            if served.deployment.candidate is not None:
+                continue
+            version = await asyncio.to_thread(self.resolve_production, served.spec)
+            if version and version != served.deployment.production:
+                await self.deploy(served.spec.name, Deployment(production=version))
+
+    async def deploy(self, name: str, deployment: Deployment) -> Deployment:
+        """Load every version the new state needs, then switch in one assignment."""
+        served = self.models[name]
+        assert self._swap_lock is not None
+        async with self._swap_lock:
+            for version in deployment.versions() - served.pipelines.keys():
+                served.pipelines[version] = await asyncio.to_thread(
+                    self.load_version, served.spec, version
+                )
+            served.deployment = deployment  # the atomic switch
+            # keep at most three versions loaded: the previous one stays warm for a rollback
+            for version in list(served.pipelines):
+                if version not in deployment.versions() and len(served.pipelines) > 3:
+                    served.pipelines.pop(version, None)
+                    served.batchers.pop(version, None)
+        log.info("model %s now serves %s", name, deployment)
+        return deployment
+
+    # ---- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        route, model, version, status = path, "", "", 500
+        try:
+            route, status, body, model, version = await self._route(scope, receive, method, path)
+        except HTTPError as e:
+            status = e.status
+            self.metrics.error(route if e.kind != "no_route" else "other", e.kind)
+            payload = {"error": e.message}
+            if e.field:
+                payload["field"] = e.field
+            body = json.dumps(payload).encode()
+        except Exception as e:  # a bug or a failing model: 500, counted, logged
+            log.exception("request %s %s failed", method, path)
+            status = 500
+            self.metrics.error(route, "internal")
+            body = json.dumps({"error": f"{type(e).__name__}: {e}"}).encode()
+        headers = [*JSON, (b"content-length", str(len(body)).encode())]
+        if isinstance(body, str):
+            body = body.encode()
+            headers = [
+                (b"content-type", b"text/plain; version=0.0.4"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.request(route, model, version, status, time.perf_counter() - started)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _read(self, scope, receive) -> object:
+        for k, v in scope["headers"]:
+            if k == b"content-length" and int(v) > self.max_body_bytes:
+                raise HTTPError(413, f"body over {self.max_body_bytes} bytes", "too_large")
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HTTPError(413, f"body over {self.max_body_bytes} bytes", "too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HTTPError(400, f"body is not valid JSON: {e}", "bad_json") from None
+
+    def _authorized(self, scope) -> None:
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                given = v.decode("latin-1").removeprefix("Bearer ").strip()
+                if self.token and hmac.compare_digest(given, self.token):
+                    return
+        raise HTTPError(401, "admin routes need 'Authorization: Bearer <token>'", "unauthorized")
+
+    def _served(self, name: str) -> Served:
+        if name not in self.models:
+            known = ", ".join(sorted(self.models))
+            raise HTTPError(404, f"unknown model {name!r}; served: {known}", "unknown_model")
+        return self.models[name]
+
+    async def _route(self, scope, receive, method, path):
+        parts = [p for p in path.split("/") if p]
+        if method == "POST" and parts == ["predict"]:
+            return await self._predict(scope, receive)
+        if parts[:1] == ["v2"]:
+            return await self._v2(scope, receive, method, parts)
+        if method == "GET" and parts == ["metrics"]:
+            return "/metrics", 200, self.metrics.render(), "", ""
+        if parts[:1] == ["admin"] and len(parts) >= 3:
+            return await self._admin(scope, receive, method, parts)
+        raise HTTPError(404, f"no route {method} {path}", "no_route")
+
+    async def _answer(self, scope, served: Served, columns: dict, n: int):
+        if n > self.max_batch_rows:
+            raise HTTPError(
+                413, f"{n} rows: at most {self.max_batch_rows} per request", "too_many_rows"
+            )
+        version = served.deployment.pick()
+        for k, v in scope["headers"]:
+            if k == b"x-model-version":  # pin a loaded version (blue-green smoke tests)
+                pinned = v.decode()
+                if pinned not in served.deployment.versions():
+                    raise HTTPError(
+                        404, f"version {pinned} is not deployed", "unknown_version", "version"
+                    )
+                version = pinned
+        if version is None:
+            raise HTTPError(503, f"model {served.spec.name!r} has no version yet", "not_ready")
+        if version not in served.batchers:
+            served.batchers[version] = Batcher(served, version)
+        while self.log is not None and self.log.full():  # backpressure, never drop a row
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        try:
+            labels, proba = await served.batchers[version].submit(columns, n)
+        except Exception as e:  # the model failed, not the request: 500, seen by the rollout
+            served.window(version).record(time.perf_counter() - started, True, None)
+            log.warning("model %s version %s failed: %s", served.spec.name, version, e)
+            raise HTTPError(
+                500,
+                f"model {served.spec.name} version {version} failed: {type(e).__name__}: {e}",
+                "model_error",
+            ) from None
+        values = proba if proba is not None else labels
+        served.window(version).record(time.perf_counter() - started, False, float(np.mean(values)))
+        self.metrics.predicted(served.spec.name, version, values)
+        outputs = {"prediction": labels.tolist()}
+        if proba is not None:
+            outputs["probability"] = proba.tolist()
+        request_id = uuid.uuid4().hex
+        if self.log is not None:
+            self.log.append(served.spec.name, version, request_id, columns, outputs)
+        return version, request_id, outputs
+
+    async def _predict(self, scope, receive):
+        body = await self._read(scope, receive)
+        if isinstance(body, dict) and "records" not in body and "model" not in body:
+            body = {"records": [body]}
+        if not isinstance(body, dict):
+            raise HTTPError(422, "body must be an object with 'records'", "bad_input", "records")
+        name = body.get("model")
+        if name is None:
+            if len(self.models) != 1:
+                raise HTTPError(422, "say which 'model'", "bad_input", "model")
+            name = next(iter(self.models))
+        served = self._served(name)
+        try:
+            columns = served.schema.columns_from_records(body.get("records"))
+        except InputError as e:
+            raise HTTPError(e.status, str(e), "bad_input", e.field) from None
+        n = len(columns[served.schema.features[0]])
+        version, request_id, outputs = await self._answer(scope, served, columns, n)
+        payload = {
+            "model": name,
+            "model_version": version,
+            "request_id": request_id,
+            "predictions": outputs["prediction"],
+        }
+        if "probability" in outputs:
+            payload["probabilities"] = outputs["probability"]
+        return "/predict", 200, json.dumps(payload).encode(), name, version
+
+    async def _v2(self, scope, receive, method, parts):
+        if method == "GET" and parts == ["v2"]:
+            return (
+                "/v2",
+                200,
+                json.dumps({"name": "mlops-assets", "extensions": []}).encode(),
+                "",
+                "",
+            )
+        if method == "GET" and parts == ["v2", "health", "live"]:
+            return "/v2/health/live", 200, b'{"live": true}', "", ""
+        if method == "GET" and parts == ["v2", "health", "ready"]:
+            ready = all(s.deployment.production for s in self.models.values())
+            body = json.dumps({"ready": ready}).encode()
+            return "/v2/health/ready", 200 if ready else 503, body, "", ""
+        if len(parts) >= 3 and parts[1] == "models":
+            served = self._served(parts[2])
+            name = served.spec.name
+            rest = parts[3:]
+            if rest[:2] == ["versions"] and len(rest) >= 2:
+                rest = rest[2:]  # /v2/models/{name}/versions/{v}/... : the deployed one answers
+            if method == "GET" and rest == []:
+                meta = {
+                    "name": name,
+                    "versions": sorted(served.deployment.versions()),
+                    "platform": "scikit-learn",
+                    "inputs": served.schema.describe(),
+                    "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+                }
+                return "/v2/models/{name}", 200, json.dumps(meta).encode(), name, ""
+            if method == "GET" and rest == ["ready"]:
+                ready = served.deployment.production is not None
+                body = json.dumps({"name": name, "ready": ready}).encode()
+                return "/v2/models/{name}/ready", 200 if ready else 503, body, name, ""
+            if method == "POST" and rest == ["infer"]:
+                body = await self._read(scope, receive)
+                if not isinstance(body, dict):
+                    raise HTTPError(422, "body must be an object with 'inputs'", "bad_input")
+                try:
+                    columns = served.schema.columns_from_v2(body.get("inputs"))
+                except InputError as e:
+                    raise HTTPError(e.status, str(e), "bad_input", e.field) from None
+                n = len(columns[served.schema.features[0]])
+                version, request_id, outputs = await self._answer(scope, served, columns, n)
+                tensors = [
+                    {
+                        "name": "predict",
+                        "datatype": "INT64" if served.spec.task == "classification" else "FP64",
+                        "shape": [n],
+                        "data": outputs["prediction"],
+                    }
+                ]
+                if "probability" in outputs:
+                    tensors.append(
+                        {
+                            "name": "predict_proba",
+                            "datatype": "FP64",
+                            "shape": [n],
+                            "data": outputs["probability"],
+                        }
+                    )
+                payload = {
+                    "model_name": name,
+                    "model_version": version,
+                    "id": body.get("id") or request_id,
+                    "outputs": tensors,
+                }
+                return "/v2/models/{name}/infer", 200, json.dumps(payload).encode(), name, version
+        raise HTTPError(404, f"no route {method} /{'/'.join(parts)}", "no_route")
+
+    async def _admin(self, scope, receive, method, parts):
+        self._authorized(scope)
+        kind, name = parts[1], parts[2]
+        served = self._served(name)
+        if kind == "deployments" and len(parts) == 3:
+            if method == "GET":
+                return (
+                    "/admin/deployments",
+                    200,
+                    json.dumps(served.deployment.as_dict()).encode(),
+                    "",
+                    "",
+                )
+            if method == "PUT":
+                body = await self._read(scope, receive)
+                try:
+                    wanted = Deployment(**body)
+                except (TypeError, ValueError) as e:
+                    raise HTTPError(422, f"deployment: {e}", "bad_input") from None
+                try:
+                    state = await self.deploy(name, wanted)
+                except Exception as e:
+                    raise HTTPError(
+                        409,
+                        f"could not load {wanted.versions()}: {e}; still serving "
+                        f"{served.deployment.as_dict()}",
+                        "load_failed",
+                    ) from None
+                return "/admin/deployments", 200, json.dumps(state.as_dict()).encode(), "", ""
+        if kind == "stats" and len(parts) == 3 and method == "GET":
+            stats = {v: w.summary() for v, w in served.windows.items()}
+            return "/admin/stats", 200, json.dumps(stats).encode(), "", ""
+        if kind == "stats" and parts[3:] == ["reset"] and method == "POST":
+            served.windows.clear()
+            return "/admin/stats", 200, b"{}", "", ""
+        raise HTTPError(404, f"no admin route {method} /{'/'.join(parts)}", "no_route")

@@ -1,0 +1,99 @@
+"""``mlops serve``: run the inference server for every model spec under uvicorn.
+
+The server loads each model's ``production`` version from the MLflow registry (embedded
+SQLite store or MLFLOW_TRACKING_URI) and polls the alias, so a promotion shows up without a
+restart. Admin routes need a token: ``MLOPS_SERVING_TOKEN`` from the environment, or, if it
+is unset, a random token the server writes to ``$MLOPS_DATA_DIR/serving/token`` (mode 0600)
+for local clients such as the embedded ``deployment`` asset.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from mlops_assets import settings
+from mlops_assets.specs import ModelSpec, load_specs
+
+
+def token_file() -> Path:
+    return settings.data_dir() / "serving" / "token"
+
+
+def resolve_token() -> str:
+    if os.environ.get("MLOPS_SERVING_TOKEN"):
+        return os.environ["MLOPS_SERVING_TOKEN"]
+    path = token_file()
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def build_server(poll_seconds: float = 10.0, log_dir: Path | None = None):
+    from mlops_assets.serving.app import InferenceServer
+    from mlops_assets.serving.predlog import (
+        PredictionLog,
+        predictions_repository,
+        store_committer,
+    )
+    from mlops_assets.store import open_store
+    from mlops_assets.training.tracking import PRODUCTION, tracking_from_env
+
+    specs = list(load_specs())
+    tracking = tracking_from_env()
+    tracking.configure()
+
+    def load_version(spec: ModelSpec, version: str):
+        return tracking.load_model(spec.model_name, version)
+
+    def resolve_production(spec: ModelSpec) -> str | None:
+        v = tracking.version_by_alias(spec.model_name, PRODUCTION)
+        return v.version if v is not None else None
+
+    repos = {s.name: predictions_repository(s.dataset.repository) for s in specs}
+    options = settings.store_options_from_env()
+
+    def open_repository(repo: str):
+        return open_store(settings.data_backend(), repo, **options)
+
+    plog = PredictionLog(
+        log_dir or settings.data_dir() / "serving" / "prediction-log",
+        commit=store_committer(open_repository, repos),
+        segment_rows=int(os.environ.get("MLOPS_LOG_SEGMENT_ROWS", "5000")),
+        segment_seconds=float(os.environ.get("MLOPS_LOG_SEGMENT_SECONDS", "60")),
+    )
+    return InferenceServer(
+        specs,
+        load_version,
+        resolve_token(),
+        prediction_log=plog,
+        resolve_production=resolve_production,
+        poll_seconds=poll_seconds,
+    )
+
+
+def serve(host: str, port: int, poll_seconds: float) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for sig in (signal.SIGINT, signal.SIGTERM):  # may be inherited as ignored
+        signal.signal(sig, signal.SIG_DFL)
+    app = build_server(poll_seconds)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )

@@ -1,0 +1,98 @@
+"""Prometheus metrics in text exposition format, without a dependency: counters and
+histograms keyed by label tuples. Single-threaded use from the event loop."""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+PREDICTION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10, 100, 1000)
+
+
+class Histogram:
+    def __init__(self, buckets: tuple[float, ...]):
+        self.buckets = buckets
+        self.counts: dict[tuple, list[int]] = defaultdict(lambda: [0] * (len(buckets) + 1))
+        self.sums: dict[tuple, float] = defaultdict(float)
+
+    def observe(self, labels: tuple, value: float) -> None:
+        self.counts[labels][bisect.bisect_left(self.buckets, value)] += 1
+        self.sums[labels] += value
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests: dict[tuple, int] = defaultdict(int)  # (route, model, version, code)
+        self.errors: dict[tuple, int] = defaultdict(int)  # (route, kind)
+        self.latency = Histogram(LATENCY_BUCKETS)  # (route, model, version)
+        self.predictions = Histogram(PREDICTION_BUCKETS)  # (model, version)
+        self.rows: dict[tuple, int] = defaultdict(int)  # (model, version)
+
+    def request(self, route, model, version, code, seconds) -> None:
+        self.requests[(route, model, version, str(code))] += 1
+        self.latency.observe((route, model, version), seconds)
+
+    def error(self, route: str, kind: str) -> None:
+        self.errors[(route, kind)] += 1
+
+    def predicted(self, model: str, version: str, values) -> None:
+        self.rows[(model, version)] += len(values)
+        for v in values:
+            self.predictions.observe((model, version), float(v))
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def labels(names, values) -> str:
+            return ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
+
+        out += [
+            "# HELP mlops_requests_total Requests answered, by route, model, version and status.",
+            "# TYPE mlops_requests_total counter",
+        ]
+        for k, v in sorted(self.requests.items()):
+            out.append(
+                f"mlops_requests_total{{{labels(('route', 'model', 'version', 'code'), k)}}} {v}"
+            )
+        out += [
+            "# HELP mlops_errors_total Requests refused or failed, by route and kind.",
+            "# TYPE mlops_errors_total counter",
+        ]
+        for k, v in sorted(self.errors.items()):
+            out.append(f"mlops_errors_total{{{labels(('route', 'kind'), k)}}} {v}")
+        out += [
+            "# HELP mlops_rows_predicted_total Rows predicted, by model and version.",
+            "# TYPE mlops_rows_predicted_total counter",
+        ]
+        for k, v in sorted(self.rows.items()):
+            out.append(f"mlops_rows_predicted_total{{{labels(('model', 'version'), k)}}} {v}")
+        out += self._histogram(
+            "mlops_request_seconds",
+            "Request latency in seconds.",
+            self.latency,
+            ("route", "model", "version"),
+            labels,
+        )
+        out += self._histogram(
+            "mlops_prediction_value",
+            "Distribution of predicted values (P(class 1) for classifiers).",
+            self.predictions,
+            ("model", "version"),
+            labels,
+        )
+        return "\n".join(out) + "\n"
+
+    @staticmethod
+    def _histogram(name, help_, hist: Histogram, names, labels) -> list[str]:
+        out = [f"# HELP {name} {help_}", f"# TYPE {name} histogram"]
+        for key in sorted(hist.counts):
+            counts = hist.counts[key]
+            base = labels(names, key)
+            total = 0
+            for bound, c in zip((*hist.buckets, "+Inf"), counts, strict=True):
+                total += c
+                out.append(f'{name}_bucket{{{base},le="{bound}"}} {total}')
+            out.append(f"{name}_sum{{{base}}} {hist.sums[key]}")
+            out.append(f"{name}_count{{{base}}} {total}")
+        return out

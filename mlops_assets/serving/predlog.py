@@ -1,0 +1,172 @@
+"""The prediction log: every served row (inputs, output, model version, time, request id),
+appended to JSON-lines segment files by one writer thread and committed into the versioned
+store in batches, for the monitoring assets to read.
+
+Memory is bounded: the queue holds at most ``max_pending_rows`` rows; a request that would
+exceed it waits (backpressure) instead of being dropped. ``close()`` (called on SIGTERM by the
+server's shutdown) drains the queue, closes the open segment and commits it, so a clean stop
+loses nothing. A segment file is fsynced before it counts as closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+PREFIX = "predictions/"
+
+
+def predictions_repository(dataset_repository: str) -> str:
+    return f"{dataset_repository}-predictions"
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        directory: Path,
+        commit: Callable[[str, list[Path]], None] | None = None,
+        segment_rows: int = 5000,
+        segment_seconds: float = 60.0,
+        max_pending_rows: int = 200_000,
+    ):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.commit = commit
+        self.segment_rows = segment_rows
+        self.segment_seconds = segment_seconds
+        self.max_pending_rows = max_pending_rows
+        self._queue: deque[tuple] = deque()
+        self._pending_rows = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._open: dict[str, tuple] = {}  # model -> (file, path, rows, opened_at)
+        self.rows_written = 0
+        self.commit_errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    # ---- called from the event loop -----------------------------------------------------
+
+    def full(self) -> bool:
+        return self._pending_rows >= self.max_pending_rows
+
+    def append(self, model: str, version: str, request_id: str, columns: dict, outputs: dict):
+        n = len(next(iter(outputs.values())))
+        with self._cond:
+            self._queue.append((time.time(), model, version, request_id, columns, outputs, n))
+            self._pending_rows += n
+            self._cond.notify()
+
+    # ---- writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait(timeout=1.0)
+                    if not self._queue:
+                        break
+                batch = list(self._queue)
+                self._queue.clear()
+                closing = self._closing and not batch
+            for item in batch:
+                self._write(*item)
+            with self._cond:
+                self._pending_rows -= sum(item[-1] for item in batch)
+            self._rotate(force=False)
+            if closing:
+                return
+
+    def _write(self, ts, model, version, request_id, columns, outputs, n) -> None:
+        f, path, rows, opened = self._segment(model)
+        when = dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+        names = list(columns)
+        outs = list(outputs)
+        lines = []
+        for i in range(n):
+            row = {
+                "timestamp": when,
+                "request_id": request_id,
+                "row": i,
+                "model": model,
+                "model_version": version,
+                "inputs": {c: columns[c][i] for c in names},
+            }
+            for o in outs:
+                row[o] = outputs[o][i]
+            lines.append(json.dumps(row, separators=(",", ":")))
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        self._open[model] = (f, path, rows + n, opened)
+        self.rows_written += n
+
+    def _segment(self, model: str):
+        if model not in self._open:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+            path = self.dir / model / f"open-{stamp}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._open[model] = (open(path, "a", encoding="utf-8"), path, 0, time.monotonic())  # noqa: SIM115
+        return self._open[model]
+
+    def _rotate(self, force: bool) -> None:
+        for model, (f, path, rows, opened) in list(self._open.items()):
+            age = time.monotonic() - opened
+            if force or rows >= self.segment_rows or (rows and age >= self.segment_seconds):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                closed = path.with_name(path.name.replace("open-", "segment-"))
+                os.replace(path, closed)
+                del self._open[model]
+        self._commit_closed()
+
+    def _commit_closed(self) -> None:
+        if self.commit is None:
+            return
+        for model_dir in sorted(p for p in self.dir.iterdir() if p.is_dir()):
+            closed = sorted(model_dir.glob("segment-*.jsonl"))
+            if not closed:
+                continue
+            try:
+                self.commit(model_dir.name, closed)
+            except Exception as e:  # the store is down: keep the files, try again later
+                self.commit_errors.append(f"{model_dir.name}: {type(e).__name__}: {e}")
+                continue
+            for p in closed:
+                p.rename(p.with_suffix(".committed"))
+
+    def close(self) -> None:
+        """Drain, close every open segment and commit it. Safe to call twice."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=60)
+        self._rotate(force=True)
+
+
+def store_committer(open_repository: Callable[[str], object], repositories: dict[str, str]):
+    """Commit closed segments of each model into its predictions repository, one commit per
+    batch of segments, on main (a log: no audit branch needed)."""
+
+    def commit(model: str, paths: list[Path]) -> None:
+        store = open_repository(repositories[model])
+        store.ensure_repository()
+        rows = 0
+        for p in paths:
+            data = p.read_bytes()
+            rows += data.count(b"\n")
+            day = p.name.removeprefix("segment-")[:8]
+            store.put("main", f"{PREFIX}{model}/{day}/{p.name}", data)
+        store.commit(
+            "main",
+            f"prediction log: {len(paths)} segment(s), {rows} row(s) of {model}",
+            {"rows": str(rows), "segments": str(len(paths))},
+        )
+
+    return commit
