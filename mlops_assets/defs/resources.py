@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets import settings
+from mlops_assets.defs.deployment.resources import build_serving_resource
 from mlops_assets.defs.training.resources import build_mlflow_resource
 from mlops_assets.store import VersionedStore, open_store
 
@@ -119,6 +120,7 @@ def build_resources() -> dict[str, object]:
     return {
         "data_store": store,
         "mlflow": build_mlflow_resource(),
+        "serving": build_serving_resource(),
         "io_manager": ParquetIOManager(base_dir=str(settings.data_dir() / "assets")),
         "json_io_manager": JsonIOManager(base_dir=str(settings.data_dir() / "assets")),
         "files": LocalFilesResource(base_dir=str(settings.data_dir() / "files")),

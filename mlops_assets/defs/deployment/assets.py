@@ -1,0 +1,152 @@
+"""Group ``deployment``: the version that passed the gate, rolled out to the inference server
+(canary or blue-green) and promoted or rolled back automatically."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mlops_assets.defs.deployment.resources import ServingResource
+from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.training.assets import model_evaluation_key
+from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.serving.client import Replay
+from mlops_assets.serving.rollout import Policy, rollout
+from mlops_assets.specs import ModelSpec
+from mlops_assets.training.train import inputs
+
+
+def deployment_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "deployment"])
+
+
+class DeployConfig(dg.Config):
+    strategy: str = Field(default="canary", description="'canary' or 'blue_green'")
+    canary_weight: float = Field(
+        default=0.2, gt=0, le=1, description="canary: share of requests the new version answers"
+    )
+    window_requests: int = Field(
+        default=200, ge=1, description="requests the new version must answer before a decision"
+    )
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="largest error rate")
+    max_p95_ms: float = Field(default=200.0, gt=0, description="largest p95 latency (ms)")
+    max_prediction_shift: float = Field(
+        default=0.5, ge=0, description="largest relative change of the mean prediction"
+    )
+    timeout_seconds: float = Field(default=120.0, gt=0, description="how long to watch")
+    replay_holdout: bool = Field(
+        default=True,
+        description=(
+            "send the holdout rows as traffic while watching (demo, or a server without "
+            "traffic); off in production, where real requests fill the window"
+        ),
+    )
+
+
+def build_deployment_assets(spec: ModelSpec) -> list:
+    @dg.asset(
+        key=deployment_key(spec.name),
+        ins={
+            "model_evaluation": dg.AssetIn(key=model_evaluation_key(spec.name)),
+            "features": dg.AssetIn(key=features_key(spec.name)),
+        },
+        group_name="deployment",
+        kinds={"mlflow"},
+        io_manager_key="json_io_manager",
+        pool=f"mlops_deploy_{spec.name}",
+        description=f"The gated '{spec.model_name}' version rolled out to the inference server.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                name="rollout_healthy",
+                asset=deployment_key(spec.name),
+                description="The new version served its window within bounds and was promoted.",
+            )
+        ],
+    )
+    def deployment(
+        context: dg.AssetExecutionContext,
+        config: DeployConfig,
+        model_evaluation: dict,
+        features: pd.DataFrame,
+        serving: ServingResource,
+        mlflow: MlflowResource,
+    ):
+        if model_evaluation["decision"] != "passed":
+            raise dg.Failure(
+                f"version {model_evaluation['challenger_version']} did not pass the gate: "
+                f"{model_evaluation['reason']}",
+                allow_retries=False,
+            )
+        if config.strategy not in ("canary", "blue_green"):
+            raise dg.Failure(f"strategy {config.strategy!r}: use canary or blue_green")
+        candidate = str(model_evaluation["challenger_version"])
+        client = serving.client()
+        tracking = mlflow.tracking()
+        policy = Policy(
+            strategy=config.strategy,
+            canary_weight=config.canary_weight,
+            window_requests=config.window_requests,
+            max_error_rate=config.max_error_rate,
+            max_p95_ms=config.max_p95_ms,
+            max_prediction_shift=config.max_prediction_shift,
+            timeout_seconds=config.timeout_seconds,
+        )
+        rows = inputs(features[features["split"] == "holdout"], spec)
+        records = [
+            {k: (None if pd.isna(v) else v) for k, v in r.items()}
+            for r in rows.to_dict(orient="records")
+        ]
+
+        def traffic(version):
+            return Replay(client, spec.name, records, threads=2, version=version)
+
+        result = rollout(
+            client,
+            spec.name,
+            candidate,
+            policy,
+            promote_alias=lambda v: tracking.promote(spec.model_name, v),
+            traffic=traffic if config.replay_holdout else None,
+            log=context.log.info,
+        )
+        tracking.tag_version(
+            spec.model_name,
+            candidate,
+            {"deploy.decision": result.decision, "deploy.reason": result.reason[:4000]},
+        )
+        healthy = result.decision != "rolled_back"
+        meta = {
+            "decision": result.decision,
+            "reason": result.reason,
+            "strategy": result.strategy,
+            "candidate_version": candidate,
+            "production_before": result.production_before or "none",
+            "production_now": candidate if healthy else (result.production_before or "none"),
+            "server_url": dg.MetadataValue.url(client.url),
+            "candidate_stats": dg.MetadataValue.json(result.candidate_stats),
+            "production_stats": dg.MetadataValue.json(result.production_stats),
+        }
+        for k in ("requests", "error_rate", "p95_ms", "mean_prediction"):
+            v = result.candidate_stats.get(k)
+            if isinstance(v, int | float):
+                meta[f"candidate_{k}"] = float(v)
+        url = tracking.version_url(spec.model_name, candidate)
+        if url:
+            meta["model_version_url"] = dg.MetadataValue.url(url)
+        yield dg.Output(
+            {
+                "model": spec.name,
+                "decision": result.decision,
+                "reason": result.reason,
+                "candidate": candidate,
+                "production": meta["production_now"],
+            },
+            metadata=meta,
+        )
+        yield dg.AssetCheckResult(
+            check_name="rollout_healthy",
+            passed=healthy,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=result.reason[:2000],
+        )
+
+    return [deployment]
