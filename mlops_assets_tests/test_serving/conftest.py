@@ -122,7 +122,9 @@ def serve_env(registry: Registry, **extra) -> dict:
 
 
 def _ready(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
+    """The server (or, given ``…/v2/models/<name>``, one model) is ready."""
+    probe = f"{url}/ready" if "/v2/models/" in url else f"{url}/v2/health/ready"
+    with urllib.request.urlopen(probe, timeout=2) as r:
         return r.status == 200
 
 
