@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up, seed the versioned data store with demo data, and start Dagster (webserver + daemon)
-# on the embedded defaults: UI at http://127.0.0.1:3000.
+# Set up, seed the versioned data store with demo data, train and gate the demo models on the
+# first start, then run the inference server (http://127.0.0.1:8080) and Dagster (webserver +
+# daemon, UI at http://127.0.0.1:3000) on the embedded defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,8 +9,23 @@ scripts/setup.sh
 export DAGSTER_HOME="${DAGSTER_HOME:-$PWD/.dagster_home}"
 mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+export MLOPS_SERVING_PORT="${MLOPS_SERVING_PORT:-8080}"
 
 .venv/bin/mlops seed
+if [ ! -f "$DAGSTER_HOME/.demo-trained" ]; then
+  echo "run: first start: training and gating the demo models (about a minute)"
+  if .venv/bin/dagster asset materialize -m mlops_assets.definitions \
+      --select '+group:"training"' > "$DAGSTER_HOME/first-training.log" 2>&1; then
+    touch "$DAGSTER_HOME/.demo-trained"
+  else
+    echo "run: training failed, see $DAGSTER_HOME/first-training.log; the server starts anyway"
+  fi
+fi
+
+.venv/bin/mlops serve --host 127.0.0.1 --port "$MLOPS_SERVING_PORT" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
+echo "run: inference server on http://127.0.0.1:$MLOPS_SERVING_PORT (POST /predict, /v2/...)"
 echo "run: starting dagster dev; open http://${DAGSTER_HOST:-127.0.0.1}:${DAGSTER_PORT:-3000}"
-exec .venv/bin/dagster dev -w workspace.yaml \
+.venv/bin/dagster dev -w workspace.yaml \
   --host "${DAGSTER_HOST:-127.0.0.1}" --port "${DAGSTER_PORT:-3000}"

@@ -2,10 +2,12 @@
 
 import os
 
+import httpx
 import pytest
 
 from mlops_assets.specs import load_specs
 from mlops_assets_tests.processes import REPO, free_port, graphql, start, stop, wait_until
+from mlops_assets_tests.test_serving.conftest import _ready
 
 pytestmark = pytest.mark.e2e
 
@@ -14,8 +16,12 @@ QUERY = "{ assetNodes { assetKey { path } groupName isObservable } }"
 
 def test_run_script_serves_the_lineage(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "LAKEFS_"))}
-    env.update(DAGSTER_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(port))
+    ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    serving = free_port()
+    env.update(
+        DAGSTER_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(port), MLOPS_SERVING_PORT=str(serving)
+    )
     log = tmp_path / "run.log"
     proc = start([str(REPO / "scripts" / "run.sh")], env, log)
     try:
@@ -32,6 +38,7 @@ def test_run_script_serves_the_lineage(tmp_path):
             assert groups[f"{spec.name}/features"] == "features"
             assert groups[f"{spec.name}/trained_model"] == "training"
             assert groups[f"{spec.name}/model_evaluation"] == "training"
+            assert groups[f"{spec.name}/deployment"] == "deployment"
         observable = {"/".join(n["assetKey"]["path"]) for n in found if n["isObservable"]}
         assert observable == {f"{s.name}/raw_data" for s in load_specs()}
         # The daemon is part of `dagster dev`.
@@ -41,5 +48,17 @@ def test_run_script_serves_the_lineage(tmp_path):
         }
         assert "SENSOR" in types
         assert "seeded" in log.read_text() or "already seeded" in log.read_text()
+        # The first start trained and gated the demo models; the server serves the champions.
+        url = f"http://127.0.0.1:{serving}"
+        wait_until("inference server", lambda: _ready(url), timeout=120, proc=proc, log=log)
+        row = {
+            "temperature_c": 21.0,
+            "price": 4.5,
+            "promotion": 1,
+            "day_of_week": 5,
+            "store_type": "mall",
+        }
+        answer = httpx.post(f"{url}/predict", json={"model": "demand", "records": [row]}).json()
+        assert answer["model_version"] == "1" and isinstance(answer["predictions"][0], float)
     finally:
         stop(proc)

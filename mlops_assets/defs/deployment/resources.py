@@ -8,8 +8,6 @@ from pydantic import Field
 
 from mlops_assets.serving.client import ServingClient, ServingError
 
-EMBEDDED_URL = "http://127.0.0.1:8080"
-
 
 class ServingResource(dg.ConfigurableResource):
     """The inference server: embedded (`mlops serve`, started by scripts/run.sh) or a URL."""
@@ -42,7 +40,7 @@ def build_serving_resource() -> ServingResource:
     from mlops_assets.serving.main import token_file
 
     return ServingResource(
-        url=EMBEDDED_URL,
+        url=f"http://127.0.0.1:{os.environ.get('MLOPS_SERVING_PORT', '8080')}",
         token=os.environ.get("MLOPS_SERVING_TOKEN", ""),
         token_file=str(token_file()) if not os.environ.get("MLOPS_SERVING_TOKEN") else "",
     )
