@@ -28,6 +28,9 @@ setup(
         "skops>=0.10",
         "evidently>=0.7,<0.8",
         "lakefs-sdk>=1.50,<2",
+        "uvicorn[standard]>=0.30",  # the inference server: uvloop + httptools
+        "orjson>=3.10",
+        "httpx>=0.27",
     ],
     extras_require={
         "test": [

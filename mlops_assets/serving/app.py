@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from mlops_assets.serving.metrics import Metrics
 from mlops_assets.serving.predlog import PredictionLog
@@ -203,7 +204,7 @@ class InferenceServer:
             payload = {"error": e.message}
             if e.field:
                 payload["field"] = e.field
-            body = json.dumps(payload).encode()
+            body = orjson.dumps(payload)
         except Exception as e:  # a bug or a failing model: 500, counted, logged
             log.exception("request %s %s failed", method, path)
             status = 500
@@ -249,8 +250,13 @@ class InferenceServer:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
+        raw = b"".join(chunks)
         try:
-            return json.loads(b"".join(chunks))
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+        try:  # NaN/Infinity literals: parse them, so validation can name the field
+            return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise HTTPError(400, f"body is not valid JSON: {e}", "bad_json") from None
 
@@ -348,7 +354,7 @@ class InferenceServer:
         }
         if "probability" in outputs:
             payload["probabilities"] = outputs["probability"]
-        return "/predict", 200, json.dumps(payload).encode(), name, version
+        return "/predict", 200, orjson.dumps(payload), name, version
 
     async def _v2(self, scope, receive, method, parts):
         if method == "GET" and parts == ["v2"]:
@@ -417,7 +423,7 @@ class InferenceServer:
                     "id": body.get("id") or request_id,
                     "outputs": tensors,
                 }
-                return "/v2/models/{name}/infer", 200, json.dumps(payload).encode(), name, version
+                return "/v2/models/{name}/infer", 200, orjson.dumps(payload), name, version
         raise HTTPError(404, f"no route {method} /{'/'.join(parts)}", "no_route")
 
     async def _admin(self, scope, receive, method, parts):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 
+import numpy as np
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 PREDICTION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10, 100, 1000)
 
@@ -19,6 +21,15 @@ class Histogram:
     def observe(self, labels: tuple, value: float) -> None:
         self.counts[labels][bisect.bisect_left(self.buckets, value)] += 1
         self.sums[labels] += value
+
+    def observe_many(self, labels: tuple, values: np.ndarray) -> None:
+        """Many observations at once (a batch of predictions), vectorised."""
+        idx = np.searchsorted(self.buckets, values, side="left")
+        counts = np.bincount(idx, minlength=len(self.buckets) + 1)
+        row = self.counts[labels]
+        for i, c in enumerate(counts.tolist()):
+            row[i] += c
+        self.sums[labels] += float(np.sum(values))
 
 
 class Metrics:
@@ -36,10 +47,9 @@ class Metrics:
     def error(self, route: str, kind: str) -> None:
         self.errors[(route, kind)] += 1
 
-    def predicted(self, model: str, version: str, values) -> None:
+    def predicted(self, model: str, version: str, values: np.ndarray) -> None:
         self.rows[(model, version)] += len(values)
-        for v in values:
-            self.predictions.observe((model, version), float(v))
+        self.predictions.observe_many((model, version), np.asarray(values, dtype="float64"))
 
     def render(self) -> str:
         out: list[str] = []

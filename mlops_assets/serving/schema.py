@@ -67,12 +67,12 @@ class InputSchema:
         """Validate JSON records (a list of objects) into one list per feature."""
         if not isinstance(records, list) or not records:
             raise InputError("'records' must be a non-empty list of objects", field="records")
-        out: dict[str, list] = {f: [] for f in self.features}
+        out: dict[str, list] = {}
         for i, rec in enumerate(records):
             if not isinstance(rec, dict):
                 raise InputError(f"row {i}: must be an object of feature values", field="records")
             keys = rec.keys()
-            if len(keys) != len(self.features) or keys != self.wanted:
+            if keys != self.wanted:
                 unknown = sorted(set(keys) - self.wanted)
                 missing = [f for f in self.features if f not in keys]
                 if unknown:
@@ -82,9 +82,21 @@ class InputSchema:
                         field=unknown[0],
                     )
                 raise InputError(f"row {i}: missing field '{missing[0]}'", field=missing[0])
-            for f in self.features:
-                out[f].append(self._value(f, rec[f], i))
+        for f in self.features:
+            out[f] = self._column(f, [rec[f] for rec in records])
         return out
+
+    def _column(self, f: str, values: list) -> list:
+        """Check one column; the common all-valid case costs one pass over the types."""
+        kinds = set(map(type, values))
+        if f in self.numeric:
+            if kinds <= {int, float} and (
+                float not in kinds or np.isfinite(np.asarray(values, dtype="float64")).all()
+            ):
+                return values
+        elif kinds == {str}:
+            return values
+        return [self._value(f, v, i) for i, v in enumerate(values)]
 
     def columns_from_v2(self, inputs: object) -> dict[str, list]:
         """Validate Open Inference Protocol (KServe V2) inputs: one named tensor per feature."""

@@ -1,12 +1,16 @@
 """Every served row reaches the versioned store, even when the server is stopped by SIGTERM."""
 
-import json
 import os
 import signal
 
 import httpx
 
-from mlops_assets.serving.predlog import PredictionLog, predictions_repository, store_committer
+from mlops_assets.serving.predlog import (
+    PredictionLog,
+    predictions_repository,
+    read_rows,
+    store_committer,
+)
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.test_serving.conftest import start_server
@@ -15,7 +19,7 @@ from mlops_assets_tests.test_serving.conftest import start_server
 def _rows(store, model: str) -> list[dict]:
     out = []
     for path in store.list("main", f"predictions/{model}/"):
-        out += [json.loads(line) for line in store.get("main", path).decode().splitlines()]
+        out += read_rows(store.get("main", path))
     return out
 
 
