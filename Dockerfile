@@ -1,8 +1,9 @@
-# One image for every role: user code (default), webserver, daemon, and later the inference
-# server — each is a different command. Build: docker build -t mlops-assets .
+# One image for every role: user code (default), webserver, daemon and the inference server —
+# each is a different command. Build: docker build -t mlops-assets .
 #   user code : (default CMD) dagster code-server on :4000
 #   webserver : dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml
 #   daemon    : dagster-daemon run -w workspace.yaml
+#   serving   : mlops serve --host 0.0.0.0 --port 8080   (MLFLOW_TRACKING_URI, MLOPS_SERVING_TOKEN)
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -27,7 +28,7 @@ RUN uv pip install --system --no-cache --no-deps -e . \
  && chown -R mlops:mlops "$DAGSTER_HOME" "$MLOPS_DATA_DIR"
 
 USER mlops
-EXPOSE 4000 3000
+EXPOSE 4000 3000 8080
 
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
   CMD dagster api grpc-health-check -p 4000 || exit 1
