@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +58,7 @@ class Served:
     deployment: Deployment = field(default_factory=lambda: Deployment(production=None))
     windows: dict[str, Window] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    deployed_order: list[str] = field(default_factory=list)  # versions, most recent last
 
     def window(self, version: str) -> Window:
         if version not in self.windows:
@@ -65,49 +67,65 @@ class Served:
 
 
 class Batcher:
-    """Collects the requests for one model version that arrive in one turn of the event loop
-    and answers them with one predict call."""
+    """Collects the requests for one model version that arrive while the previous batch is
+    being predicted, and answers them with one predict call on the server's prediction
+    thread (the event loop keeps accepting and validating requests meanwhile).
 
-    def __init__(self, served: Served, version: str):
-        self.served, self.version = served, version
+    It holds the pipeline object itself: a version taken out of service while requests for it
+    are queued still answers them.
+    """
+
+    def __init__(self, served: Served, version: str, pipeline, executor):
+        self.served, self.version, self.pipeline = served, version, pipeline
+        self.executor = executor
         self.pending: list[tuple[dict, int, asyncio.Future]] = []
-        self.scheduled = False
+        self.running = False
 
     def submit(self, columns: dict, n: int) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.pending.append((columns, n, fut))
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self._run)
+        if not self.running:
+            self.running = True
+            self._task = loop.create_task(self._drain())
         return fut
 
-    def _run(self) -> None:
-        pending, self.pending, self.scheduled = self.pending, [], False
+    def _predict(self, pending):
         served = self.served
+        if len(pending) == 1:
+            merged = pending[0][0]
+        else:
+            merged = {f: [v for p in pending for v in p[0][f]] for f in served.schema.features}
+        frame = served.schema.frame(merged)
+        if served.spec.task == "classification":
+            proba = self.pipeline.predict_proba(frame)[:, 1]
+            return (proba >= 0.5).astype("int64"), proba
+        return self.pipeline.predict(frame), None
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            if len(pending) == 1:
-                merged = pending[0][0]
-            else:
-                merged = {f: [v for p in pending for v in p[0][f]] for f in served.schema.features}
-            frame = served.schema.frame(merged)
-            pipeline = served.pipelines[self.version]
-            if served.spec.task == "classification":
-                proba = pipeline.predict_proba(frame)[:, 1]
-                labels = (proba >= 0.5).astype("int64")
-            else:
-                proba, labels = None, pipeline.predict(frame)
-        except Exception as e:  # the model failed: every request in the batch gets it
-            for _, _, fut in pending:
-                if not fut.done():
-                    fut.set_exception(e)
-            return
-        start = 0
-        for _, n, fut in pending:
-            if not fut.done():
-                end = start + n
-                fut.set_result((labels[start:end], None if proba is None else proba[start:end]))
-            start += n
+            while self.pending:
+                pending, self.pending = self.pending, []
+                try:
+                    labels, proba = await loop.run_in_executor(
+                        self.executor, self._predict, pending
+                    )
+                except Exception as e:  # the model failed: every request in the batch gets it
+                    for _, _, fut in pending:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                start = 0
+                for _, n, fut in pending:
+                    end = start + n
+                    if not fut.done():
+                        fut.set_result(
+                            (labels[start:end], None if proba is None else proba[start:end])
+                        )
+                    start = end
+        finally:
+            self.running = False
 
 
 class InferenceServer:
@@ -134,6 +152,8 @@ class InferenceServer:
         self.started = time.time()
         self._swap_lock: asyncio.Lock | None = None
         self._poller: asyncio.Task | None = None
+        # one prediction thread: predictions are CPU bound; more threads only contend
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -161,8 +181,9 @@ class InferenceServer:
     async def sync_production(self) -> None:
         """Serve the registry's ``production`` version where no rollout is in progress."""
         for served in self.models.values():
-            if served.deployment.candidate is not None:
-                continue
+            d = served.deployment
+            if d.candidate is not None and (d.weight > 0 or d.mode == "canary"):
+                continue  # a rollout is in progress (an idle blue-green standby is not)
             version = await asyncio.to_thread(self.resolve_production, served.spec)
             if version and version != served.deployment.production:
                 await self.deploy(served.spec.name, Deployment(production=version))
@@ -176,12 +197,19 @@ class InferenceServer:
                 served.pipelines[version] = await asyncio.to_thread(
                     self.load_version, served.spec, version
                 )
+            previous = served.deployment.versions()
             served.deployment = deployment  # the atomic switch
-            # keep at most three versions loaded: the previous one stays warm for a rollback
-            for version in list(served.pipelines):
-                if version not in deployment.versions() and len(served.pipelines) > 3:
-                    served.pipelines.pop(version, None)
-                    served.batchers.pop(version, None)
+            for v in (*sorted(previous), *sorted(deployment.versions())):
+                if v in served.deployed_order:
+                    served.deployed_order.remove(v)
+                served.deployed_order.append(v)
+            # Keep the versions in service and the ones just taken out (an instant way back);
+            # unload older ones. A queued request keeps its pipeline through its Batcher.
+            keep = deployment.versions() | previous
+            for v in list(served.pipelines):
+                if v not in keep and len(served.pipelines) > 3:
+                    served.pipelines.pop(v, None)
+                    served.batchers.pop(v, None)
         log.info("model %s now serves %s", name, deployment)
         return deployment
 
@@ -195,12 +223,13 @@ class InferenceServer:
             return
         started = time.perf_counter()
         method, path = scope["method"], scope["path"]
-        route, model, version, status = path, "", "", 500
+        # metric labels are route templates, never raw paths (bounded and safe to print)
+        route, model, version, status = _template(path), "", "", 500
         try:
-            route, status, body, model, version = await self._route(scope, receive, method, path)
+            _, status, body, model, version = await self._route(scope, receive, method, path)
         except HTTPError as e:
             status = e.status
-            self.metrics.error(route if e.kind != "no_route" else "other", e.kind)
+            self.metrics.error(route, e.kind)
             payload = {"error": e.message}
             if e.field:
                 payload["field"] = e.field
@@ -263,8 +292,8 @@ class InferenceServer:
     def _authorized(self, scope) -> None:
         for k, v in scope["headers"]:
             if k == b"authorization":
-                given = v.decode("latin-1").removeprefix("Bearer ").strip()
-                if self.token and hmac.compare_digest(given, self.token):
+                given = v.removeprefix(b"Bearer ").strip()
+                if self.token and hmac.compare_digest(given, self.token.encode()):
                     return
         raise HTTPError(401, "admin routes need 'Authorization: Bearer <token>'", "unauthorized")
 
@@ -294,7 +323,7 @@ class InferenceServer:
         version = served.deployment.pick()
         for k, v in scope["headers"]:
             if k == b"x-model-version":  # pin a loaded version (blue-green smoke tests)
-                pinned = v.decode()
+                pinned = v.decode("latin-1")
                 if pinned not in served.deployment.versions():
                     raise HTTPError(
                         404, f"version {pinned} is not deployed", "unknown_version", "version"
@@ -302,13 +331,18 @@ class InferenceServer:
                 version = pinned
         if version is None:
             raise HTTPError(503, f"model {served.spec.name!r} has no version yet", "not_ready")
-        if version not in served.batchers:
-            served.batchers[version] = Batcher(served, version)
+        if version not in served.batchers:  # no await since the pick: the version is loaded
+            served.batchers[version] = Batcher(
+                served, version, served.pipelines[version], self.executor
+            )
+        batcher = served.batchers[version]
+        if self.log is not None and not self.log.alive:
+            raise HTTPError(503, "the prediction log is not running; see the server log", "log")
         while self.log is not None and self.log.full():  # backpressure, never drop a row
             await asyncio.sleep(0.005)
         started = time.perf_counter()
         try:
-            labels, proba = await served.batchers[version].submit(columns, n)
+            labels, proba = await batcher.submit(columns, n)
         except Exception as e:  # the model failed, not the request: 500, seen by the rollout
             served.window(version).record(time.perf_counter() - started, True, None)
             log.warning("model %s version %s failed: %s", served.spec.name, version, e)
@@ -335,6 +369,8 @@ class InferenceServer:
         if not isinstance(body, dict):
             raise HTTPError(422, "body must be an object with 'records'", "bad_input", "records")
         name = body.get("model")
+        if name is not None and not isinstance(name, str):
+            raise HTTPError(422, "'model' must be a string", "bad_input", "model")
         if name is None:
             if len(self.models) != 1:
                 raise HTTPError(422, "say which 'model'", "bad_input", "model")
@@ -394,6 +430,8 @@ class InferenceServer:
                 body = await self._read(scope, receive)
                 if not isinstance(body, dict):
                     raise HTTPError(422, "body must be an object with 'inputs'", "bad_input")
+                if "id" in body and not isinstance(body["id"], str):
+                    raise HTTPError(422, "'id' must be a string", "bad_input", "id")
                 try:
                     columns = served.schema.columns_from_v2(body.get("inputs"))
                 except InputError as e:
@@ -462,3 +500,28 @@ class InferenceServer:
             served.windows.clear()
             return "/admin/stats", 200, b"{}", "", ""
         raise HTTPError(404, f"no admin route {method} /{'/'.join(parts)}", "no_route")
+
+
+ROUTES = {
+    ("predict",): "/predict",
+    ("metrics",): "/metrics",
+    ("v2",): "/v2",
+    ("v2", "health", "live"): "/v2/health/live",
+    ("v2", "health", "ready"): "/v2/health/ready",
+}
+
+
+def _template(path: str) -> str:
+    """The route template of a path, for metric labels: a bounded set, never the raw path."""
+    parts = tuple(p for p in path.split("/") if p)
+    if parts in ROUTES:
+        return ROUTES[parts]
+    if parts[:2] == ("v2", "models") and len(parts) >= 3:
+        tail = parts[3:]
+        if tail[:1] == ("versions",):
+            tail = tail[2:]
+        if tail in ((), ("ready",), ("infer",)):
+            return "/v2/models/{name}" + "".join(f"/{t}" for t in tail)
+    if parts[:1] == ("admin",) and len(parts) >= 2 and parts[1] in ("deployments", "stats"):
+        return f"/admin/{parts[1]}"
+    return "other"

@@ -55,7 +55,7 @@ class Metrics:
         out: list[str] = []
 
         def labels(names, values) -> str:
-            return ",".join(f'{n}="{v}"' for n, v in zip(names, values, strict=True))
+            return ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
 
         out += [
             "# HELP mlops_requests_total Requests answered, by route, model, version and status.",
@@ -106,3 +106,8 @@ class Metrics:
             out.append(f"{name}_sum{{{base}}} {hist.sums[key]}")
             out.append(f"{name}_count{{{base}}} {total}")
         return out
+
+
+def _escape(value: object) -> str:
+    """Label values in the text format: backslash, double quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

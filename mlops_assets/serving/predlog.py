@@ -20,6 +20,8 @@ from pathlib import Path
 
 import orjson
 
+from mlops_assets.store import NothingToCommit
+
 PREFIX = "predictions/"
 
 
@@ -71,7 +73,9 @@ class PredictionLog:
         self._closing = False
         self._open: dict[str, tuple] = {}  # model -> (file, path, rows, opened_at)
         self.rows_written = 0
-        self.commit_errors: list[str] = []
+        self.commit_errors: deque[str] = deque(maxlen=100)
+        self.write_errors: deque[str] = deque(maxlen=100)
+        self._recover()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -79,6 +83,10 @@ class PredictionLog:
 
     def full(self) -> bool:
         return self._pending_rows >= self.max_pending_rows
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def append(self, model: str, version: str, request_id: str, columns: dict, outputs: dict):
         n = len(next(iter(outputs.values())))
@@ -100,10 +108,16 @@ class PredictionLog:
                 self._queue.clear()
                 closing = self._closing and not batch
             for item in batch:
-                self._write(*item)
+                try:
+                    self._write(*item)
+                except Exception as e:  # one bad record must not stop the log
+                    self.write_errors.append(f"request {item[3]}: {type(e).__name__}: {e}")
             with self._cond:
                 self._pending_rows -= sum(item[-1] for item in batch)
-            self._rotate(force=False)
+            try:
+                self._rotate(force=False)
+            except Exception as e:
+                self.commit_errors.append(f"rotate: {type(e).__name__}: {e}")
             if closing:
                 return
 
@@ -123,6 +137,18 @@ class PredictionLog:
         f.flush()
         self._open[model] = (f, path, rows + n, opened)
         self.rows_written += n
+
+    def _recover(self) -> None:
+        """Segments left open by a crash: drop a torn last line, then treat them as closed."""
+        for path in self.dir.glob("*/open-*.jsonl"):
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                data = data[: data.rfind(b"\n") + 1]
+                path.write_bytes(data)
+            if data:
+                os.replace(path, path.with_name(path.name.replace("open-", "segment-")))
+            else:
+                path.unlink()
 
     def _segment(self, model: str):
         if model not in self._open:
@@ -153,6 +179,8 @@ class PredictionLog:
                 continue
             try:
                 self.commit(model_dir.name, closed)
+            except NothingToCommit:  # committed before a crash kept us from renaming them
+                pass
             except Exception as e:  # the store is down: keep the files, try again later
                 self.commit_errors.append(f"{model_dir.name}: {type(e).__name__}: {e}")
                 continue
@@ -165,7 +193,8 @@ class PredictionLog:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout=60)
-        self._rotate(force=True)
+        if not self._thread.is_alive():  # never race a writer that is still running
+            self._rotate(force=True)
 
 
 def store_committer(open_repository: Callable[[str], object], repositories: dict[str, str]):

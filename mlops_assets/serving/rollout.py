@@ -147,11 +147,19 @@ def rollout(
             "rolled_back", reason, candidate, production, cand, prod or {}, policy.strategy
         )
     promote_alias(candidate)
-    if policy.strategy == "blue_green":  # the old version stays loaded, idle, for a way back
-        client.deploy(
-            model, production=candidate, candidate=production, weight=0.0, mode="blue_green"
-        )
-    else:
-        client.deploy(model, production=candidate)
+    final = (
+        # the old version stays loaded, idle, as the way back
+        {"production": candidate, "candidate": production, "weight": 0.0, "mode": "blue_green"}
+        if policy.strategy == "blue_green"
+        else {"production": candidate}
+    )
+    for attempt in range(3):  # the alias has moved: the server must follow it
+        try:
+            client.deploy(model, **final)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
     log(f"promoted {candidate}: {reason}")
     return Result("promoted", reason, candidate, production, cand, prod or {}, policy.strategy)

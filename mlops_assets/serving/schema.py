@@ -52,11 +52,17 @@ class InputSchema:
                     f"row {row}: field '{f}' must be a number, got {type(v).__name__} {v!r}",
                     field=f,
                 )
-            if isinstance(v, float) and not math.isfinite(v):
-                if math.isnan(v) and f in self.nullable:
+            try:
+                x = float(v)
+            except OverflowError:
+                raise InputError(
+                    f"row {row}: field '{f}' is too large for a 64-bit float", field=f
+                ) from None
+            if not math.isfinite(x):
+                if math.isnan(x) and f in self.nullable:
                     return None
                 raise InputError(f"row {row}: field '{f}' is {v}; send a finite number", field=f)
-            return v
+            return x
         if not isinstance(v, str):
             raise InputError(
                 f"row {row}: field '{f}' must be a string, got {type(v).__name__} {v!r}", field=f
@@ -87,13 +93,17 @@ class InputSchema:
         return out
 
     def _column(self, f: str, values: list) -> list:
-        """Check one column; the common all-valid case costs one pass over the types."""
+        """Check one column; the common all-valid case costs one pass over the types.
+        Numbers come back as floats, so nothing downstream meets a 100-digit integer."""
         kinds = set(map(type, values))
         if f in self.numeric:
-            if kinds <= {int, float} and (
-                float not in kinds or np.isfinite(np.asarray(values, dtype="float64")).all()
-            ):
-                return values
+            if kinds <= {int, float}:
+                try:
+                    arr = np.asarray(values, dtype="float64")
+                except OverflowError:
+                    arr = None
+                if arr is not None and np.isfinite(arr).all():
+                    return arr.tolist()
         elif kinds == {str}:
             return values
         return [self._value(f, v, i) for i, v in enumerate(values)]

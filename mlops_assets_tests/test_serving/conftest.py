@@ -100,6 +100,9 @@ def registry(tmp_path_factory, mlflow_server):
             versions[(name, "challenger")] = _log(
                 tracking, spec, features, spec.model.model_copy(update={"random_state": 3})
             )
+            versions[(name, "third")] = _log(
+                tracking, spec, features, spec.model.model_copy(update={"random_state": 5})
+            )
             versions[(name, "faulty")] = _faulty(tracking, spec, features)
             small = features.head(300)
             slow = spec.model.model_copy(update={"n_estimators": 2500, "max_depth": None})

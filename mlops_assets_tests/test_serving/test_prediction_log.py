@@ -71,3 +71,25 @@ def test_the_log_keeps_segments_the_store_refused_and_commits_them_later(tmp_pat
     store = LocalStore(tmp_path / "store", "p")
     assert sorted(r["request_id"] for r in _rows(store, "m")) == [f"r{i}" for i in range(5)]
     assert not list((tmp_path / "log" / "m").glob("segment-*.jsonl"))  # all committed
+
+
+def test_a_record_that_cannot_be_written_does_not_stop_the_log(tmp_path):
+    log = PredictionLog(tmp_path / "log", commit=None, segment_rows=1000)
+    log.append("m", "1", "bad", {"x": [object()]}, {"prediction": [1]})
+    log.append("m", "1", "good", {"x": [2.0]}, {"prediction": [3]})
+    log.close()
+    assert log.write_errors and "request bad" in log.write_errors[0]
+    (segment,) = (tmp_path / "log" / "m").glob("segment-*.jsonl")
+    assert [r["request_id"] for r in read_rows(segment.read_bytes())] == ["good"]
+
+
+def test_segments_left_open_by_a_crash_are_recovered_and_committed(tmp_path):
+    folder = tmp_path / "log" / "m"
+    folder.mkdir(parents=True)
+    good = b'{"timestamp":"t","request_id":"r1","model":"m","model_version":"1","rows":1,'
+    good += b'"inputs":{"x":[1.0]},"prediction":[0]}\n'
+    (folder / "open-20261127T000000000000.jsonl").write_bytes(good + b'{"timestamp":"t","req')
+    store = LocalStore(tmp_path / "store", "p")
+    log = PredictionLog(tmp_path / "log", commit=store_committer(lambda _: store, {"m": "p"}))
+    log.close()
+    assert [r["request_id"] for r in _rows(store, "m")] == ["r1"]  # the torn line is dropped

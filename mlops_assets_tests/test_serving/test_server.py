@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import threading
 
 import httpx
@@ -156,6 +157,43 @@ def test_fuzzed_inputs_never_get_a_5xx(server, client, body, path):
         assert "error" in r.json()
 
 
+# bytes HTTP allows in a header value: visible ASCII and obs-text (0x80-0xFF)
+header_bytes = st.lists(
+    st.sampled_from([*range(0x21, 0x7F), *range(0x80, 0x100)]), min_size=1, max_size=12
+).map(bytes)
+nasty = st.one_of(
+    st.sampled_from([2**63, 2**64 + 1, 10**30, 10**309, -(10**400)]).map(str),
+    st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-0", "1E-400", '"\\u0000"']),
+)
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    field=st.sampled_from(["tenure_months", "monthly_charges", "usage_hours", "plan"]),
+    literal=nasty,
+    model=st.one_of(st.just('"churn"'), st.sampled_from(['["churn"]', "{}", "1", "null"])),
+    version=header_bytes,
+    token=header_bytes,
+)
+def test_raw_json_literals_and_odd_headers_never_get_a_5xx(
+    server, client, registry, field, literal, model, version, token
+):
+    row = dict(registry.holdout["churn"][0])
+    row[field] = "__X__"
+    text = json.dumps({"records": [row]})[:-1] + f', "model": {model}}}'
+    text = text.replace('"__X__"', literal)
+    headers = {"X-Model-Version": version, "Authorization": b"Bearer " + token}
+    r = httpx.post(f"{server}/predict", content=text, headers=headers)
+    assert r.status_code < 500, (text, r.text)
+    r = httpx.put(f"{server}/admin/deployments/churn", content=b"{}", headers=headers)
+    assert r.status_code in (401, 422), r.text
+    infer = {"id": 10**30, "inputs": []}
+    r = httpx.post(f"{server}/v2/models/churn/infer", content=json.dumps(infer))
+    assert r.status_code == 422
+
+
 def test_admin_needs_the_token(server, client):
     r = httpx.put(f"{server}/admin/deployments/churn", json={"production": "1"})
     assert r.status_code == 401
@@ -201,16 +239,43 @@ def test_hot_swap_under_load_fails_no_request(server, client, registry):
     for t in threads:
         t.start()
     try:
-        for i in range(10):
-            version = challenger if i % 2 == 0 else champion
-            assert client.deploy("churn", production=version)["production"] == version
+        third = registry.versions[("churn", "third")]
+        cycle = [challenger, third, champion]  # three versions: unloading happens too
+        for i in range(12):
+            version = cycle[i % 3]
+            if i % 4 == 3:  # and a canary now and then
+                state = client.deploy(
+                    "churn",
+                    production=version,
+                    candidate=cycle[(i + 1) % 3],
+                    weight=0.5,
+                    mode="canary",
+                )
+            else:
+                state = client.deploy("churn", production=version)
+            assert state["production"] == version
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert errors == []
     assert results and all(code == 200 for code, _ in results)
-    assert {v for _, v in results} == {champion, challenger}
+    assert {v for _, v in results} >= {champion, challenger, third}
+
+
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\\n])*",?)*\})? '
+    r"[-+]?([0-9.]+([eE][-+]?[0-9]+)?|Inf|NaN)$"
+)
+
+
+def test_metrics_parse_strictly_whatever_the_request_path(server, client):
+    httpx.get(f"{server}/x%22y%0Az")
+    httpx.get(f"{server}/another/odd/path")
+    text = httpx.get(f"{server}/metrics").text
+    for line in text.splitlines():
+        assert line.startswith("# ") or SAMPLE.match(line), line
+    assert "x%22y" not in text and 'route="other"' in text
 
 
 def test_metrics_are_prometheus_text(server, client, registry):
