@@ -78,6 +78,13 @@ class PredictionLog:
         self._recover()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
+        # Commits run on their own thread: a slow or unreachable store never stalls writing.
+        self._commit_wake = threading.Event()
+        self._commit_stop = threading.Event()
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="prediction-log-commit", daemon=True
+        )
+        self._committer.start()
 
     # ---- called from the event loop -----------------------------------------------------
 
@@ -168,11 +175,21 @@ class PredictionLog:
                 closed = path.with_name(path.name.replace("open-", "segment-"))
                 os.replace(path, closed)
                 del self._open[model]
-        self._commit_closed()
+                self._commit_wake.set()
 
-    def _commit_closed(self) -> None:
+    def _commit_loop(self) -> None:
+        backoff = 1.0
+        while not self._commit_stop.is_set():
+            self._commit_wake.wait(timeout=backoff)
+            self._commit_wake.clear()
+            failed = self._commit_closed()
+            backoff = min(backoff * 2, 60.0) if failed else 1.0
+
+    def _commit_closed(self) -> bool:
+        """Commit every closed segment; True if the store refused some (kept for later)."""
         if self.commit is None:
-            return
+            return False
+        failed = False
         for model_dir in sorted(p for p in self.dir.iterdir() if p.is_dir()):
             closed = sorted(model_dir.glob("segment-*.jsonl"))
             if not closed:
@@ -183,9 +200,11 @@ class PredictionLog:
                 pass
             except Exception as e:  # the store is down: keep the files, try again later
                 self.commit_errors.append(f"{model_dir.name}: {type(e).__name__}: {e}")
+                failed = True
                 continue
             for p in closed:
                 p.rename(p.with_suffix(".committed"))
+        return failed
 
     def close(self) -> None:
         """Drain, close every open segment and commit it. Safe to call twice."""
@@ -195,6 +214,11 @@ class PredictionLog:
         self._thread.join(timeout=60)
         if not self._thread.is_alive():  # never race a writer that is still running
             self._rotate(force=True)
+        self._commit_stop.set()
+        self._commit_wake.set()
+        self._committer.join(timeout=60)
+        if not self._committer.is_alive():
+            self._commit_closed()  # the last segments, on this thread
 
 
 def store_committer(open_repository: Callable[[str], object], repositories: dict[str, str]):
