@@ -5,6 +5,7 @@ import dagster as dg
 from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
+from mlops_assets.defs.monitoring.assets import build_monitoring_assets
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training.assets import build_training_assets
 from mlops_assets.specs import load_specs
@@ -19,6 +20,7 @@ def defs() -> dg.Definitions:
             *build_feature_assets(spec),
             *build_training_assets(spec),
             *build_deployment_assets(spec),
+            *build_monitoring_assets(spec),
         ]
         for d in built:
             (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)

@@ -1,0 +1,195 @@
+"""Group ``monitoring``: drift between the serving model's training data and what it serves."""
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mlops_assets.defs.deployment.assets import deployment_key
+from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
+from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.featurize import SPLIT, build_features
+from mlops_assets.monitoring.drift import PREDICTION, DriftInputError, compute_drift
+from mlops_assets.quality import load_dataset
+from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
+from mlops_assets.specs import ModelSpec
+from mlops_assets.store import NotFound
+from mlops_assets.training.tracking import PRODUCTION
+from mlops_assets.training.train import inputs, predictions
+
+
+def drift_report_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "drift_report"])
+
+
+class DriftConfig(dg.Config):
+    window_rows: int = Field(default=1000, ge=1, description="newest logged rows to compare")
+    min_rows: int = Field(default=100, ge=1, description="fewest rows worth comparing")
+    warn_share: float = Field(
+        default=0.3, ge=0, le=1, description="drifted feature share that warns"
+    )
+    error_share: float = Field(
+        default=0.5, ge=0, le=1, description="drifted feature share that fails (ERROR)"
+    )
+
+
+def current_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
+    """The newest ``rows`` rows the serving version answered, from the committed log."""
+    try:
+        head = store.get_commit("main")
+    except NotFound:
+        return pd.DataFrame()
+    paths = sorted(store.list(head.id, f"{PREFIX}{spec.name}/"))
+    out: list[dict] = []
+    for path in reversed(paths):  # newest segments first
+        for r in reversed(read_rows(store.get(head.id, path))):
+            if r["model_version"] != version:
+                continue
+            value = r.get("probability", r.get("prediction"))
+            out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
+            if len(out) >= rows:
+                break
+        if len(out) >= rows:
+            break
+    return pd.DataFrame(out[::-1])
+
+
+def build_monitoring_assets(spec: ModelSpec) -> list:
+    @dg.asset(
+        key=drift_report_key(spec.name),
+        deps=[deployment_key(spec.name)],
+        group_name="monitoring",
+        kinds={"evidently"},
+        io_manager_key="json_io_manager",
+        description=(
+            f"Evidently drift of what '{spec.name}' serves against the training data of the "
+            "serving version."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                name="drift",
+                asset=drift_report_key(spec.name),
+                description="Share of drifted features under the warn/error thresholds.",
+            )
+        ],
+    )
+    def drift_report(
+        context: dg.AssetExecutionContext,
+        config: DriftConfig,
+        data_store: DataStoreResource,
+        mlflow: MlflowResource,
+        files: LocalFilesResource,
+    ):
+        tracking = mlflow.tracking()
+        serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
+        if serving is None:
+            raise dg.Failure(
+                f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
+                "to monitor. Materialize the training group first.",
+                allow_retries=False,
+            )
+        version = serving.version
+        commit = serving.tags.get("lakefs.commit")
+        if not commit:
+            raise dg.Failure(f"version {version} has no lakefs.commit tag", allow_retries=False)
+
+        # The reference: the training split of exactly the data the serving version learned.
+        store = data_store.open(spec.dataset.repository)
+        paths = store.list(commit, spec.dataset.prefix)
+        dataset, _ = load_dataset({p: store.get(commit, p) for p in paths}, spec.dataset)
+        train = build_features(dataset, spec)
+        train = train[train[SPLIT] == "train"]
+        model = tracking.load_model(spec.model_name, version)
+        reference = inputs(train, spec)
+        reference[PREDICTION] = predictions(model, train, spec)
+
+        log_store = data_store.open(predictions_repository(spec.dataset.repository))
+        current = current_window(log_store, spec, version, config.window_rows)
+        meta: dict = {
+            "serving_version": version,
+            "reference_commit": dg.MetadataValue.text(commit),
+            "reference_rows": len(reference),
+            "window_rows": len(current),
+        }
+        if len(current):
+            meta["window_start"] = str(current["timestamp"].iloc[0])
+            meta["window_end"] = str(current["timestamp"].iloc[-1])
+        if len(current) < config.min_rows:
+            reason = (
+                f"skipped: {len(current)} logged row(s) for version {version}, fewer than "
+                f"min_rows={config.min_rows}; nothing to compare yet"
+            )
+            yield dg.Output(
+                {"version": version, "skipped": reason}, metadata={**meta, "skipped": reason}
+            )
+            yield dg.AssetCheckResult(
+                check_name="drift",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=reason,
+                metadata={"skipped": True},
+            )
+            return
+        try:
+            result = compute_drift(reference, current.drop(columns=["timestamp"]), spec)
+        except DriftInputError as e:
+            yield dg.Output(
+                {"version": version, "skipped": str(e)}, metadata={**meta, "skipped": str(e)}
+            )
+            yield dg.AssetCheckResult(
+                check_name="drift",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"skipped: {e}",
+                metadata={"skipped": True},
+            )
+            return
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        path = files.write_text(("reports", spec.name, f"drift-{stamp}.html"), result.html)
+        pred = result.prediction
+        meta.update(
+            drift_share=float(result.drift_share),
+            drifted_columns=int(result.drifted_count),
+            columns=dg.MetadataValue.md(result.table()),
+            report=dg.MetadataValue.path(str(path)),
+        )
+        if pred is not None:
+            meta["prediction_drift_score"] = float(pred.score)
+            meta["prediction_drifted"] = pred.drifted
+        share = result.drift_share
+        severity = (
+            dg.AssetCheckSeverity.ERROR
+            if share >= config.error_share
+            else dg.AssetCheckSeverity.WARN
+        )
+        passed = share < config.warn_share
+        drifted = [c.column for c in result.features if c.drifted]
+        description = (
+            f"{result.drifted_count} of {len(result.features)} features drifted "
+            f"(share {share:.0%}; warn at {config.warn_share:.0%}, error at "
+            f"{config.error_share:.0%}){': ' + ', '.join(drifted) if drifted else ''}"
+        )
+        context.log.info(description)
+        summary = {
+            "version": version,
+            "drift_share": share,
+            "drifted": drifted,
+            "report": str(path),
+            "window_rows": len(current),
+        }
+        yield dg.Output(summary, metadata=meta)
+        yield dg.AssetCheckResult(
+            check_name="drift",
+            passed=passed,
+            severity=severity,
+            description=description,
+            metadata={
+                "drift_share": float(share),
+                "drifted_columns": int(result.drifted_count),
+                "report": dg.MetadataValue.path(str(path)),
+                "skipped": False,
+            },
+        )
+
+    return [drift_report]

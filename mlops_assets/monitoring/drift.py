@@ -1,0 +1,137 @@
+"""Data and prediction drift with Evidently 0.7 (``Report`` + ``DataDriftPreset``).
+
+Evidently 0.7 reports a score per column (a p-value or a distance) with the method and
+threshold it used, not a drifted/not-drifted flag; ``drifted`` is derived here from the
+method: a p-value below the threshold, or a distance at or above it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mlops_assets.specs import ModelSpec
+
+PREDICTION = "prediction"
+
+
+class DriftInputError(ValueError):
+    """The window cannot be compared (empty, wrong schema); the message says why."""
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    columns: list[ColumnDrift]
+    reference_rows: int
+    current_rows: int
+    html: str = field(repr=False, default="")
+
+    @property
+    def features(self) -> list[ColumnDrift]:
+        return [c for c in self.columns if c.column != PREDICTION]
+
+    @property
+    def prediction(self) -> ColumnDrift | None:
+        return next((c for c in self.columns if c.column == PREDICTION), None)
+
+    @property
+    def drifted_count(self) -> int:
+        return sum(c.drifted for c in self.features)
+
+    @property
+    def drift_share(self) -> float:
+        return self.drifted_count / len(self.features) if self.features else 0.0
+
+    def table(self) -> str:
+        rows = ["| column | method | score | threshold | drifted |", "|---|---|---:|---:|---|"]
+        for c in self.columns:
+            rows.append(
+                f"| {c.column} | {c.method} | {c.score:.4g} | {c.threshold:g} | "
+                f"{'**yes**' if c.drifted else 'no'} |"
+            )
+        return "\n".join(rows)
+
+
+VALUE_DRIFT = re.compile(r"ValueDrift\(column=(?P<column>.+),method=(?P<method>.+),threshold=")
+
+
+def is_drifted(method: str, score: float, threshold: float) -> bool:
+    return score < threshold if "p_value" in method else score >= threshold
+
+
+def prepare(frame: pd.DataFrame, spec: ModelSpec, what: str) -> pd.DataFrame:
+    """The spec's features (and the prediction, if present) with training dtypes."""
+    missing = [c for c in spec.features if c not in frame.columns]
+    if missing:
+        raise DriftInputError(
+            f"{what} lacks feature columns {missing}: the log's schema does not match model "
+            f"{spec.name!r}"
+        )
+    cols = [*spec.features, *([PREDICTION] if PREDICTION in frame.columns else [])]
+    out = frame[cols].copy()
+    for c in [*spec.numeric_features, *([PREDICTION] if PREDICTION in out else [])]:
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    for c in spec.categorical_features:
+        out[c] = out[c].astype("string").fillna("missing").astype(object)
+    return out
+
+
+def compute_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, html: bool = True
+) -> DriftResult:
+    """Per-column drift of ``current`` against ``reference`` (features and prediction)."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    if len(current) == 0:
+        raise DriftInputError("the current window is empty: no predictions were logged")
+    if len(reference) == 0:
+        raise DriftInputError("the reference is empty: the model's training split has no rows")
+    ref = prepare(reference, spec, "the reference")
+    cur = prepare(current, spec, "the current window")
+    if (PREDICTION in ref) != (PREDICTION in cur):
+        ref, cur = (
+            ref.drop(columns=[PREDICTION], errors="ignore"),
+            cur.drop(columns=[PREDICTION], errors="ignore"),
+        )
+    all_nan = [c for c in cur.columns if cur[c].isna().all()]
+    if all_nan:
+        raise DriftInputError(f"the current window has only missing values in {all_nan}")
+    numeric = [c for c in cur.columns if c not in spec.categorical_features]
+    definition = DataDefinition(
+        numerical_columns=numeric, categorical_columns=list(spec.categorical_features)
+    )
+    snapshot = Report([DataDriftPreset()]).run(
+        Dataset.from_pandas(cur, data_definition=definition),
+        Dataset.from_pandas(ref, data_definition=definition),
+    )
+    columns = []
+    for m in snapshot.dict()["metrics"]:
+        match = VALUE_DRIFT.match(m["metric_name"])
+        if not match:
+            continue
+        cfg = m["config"]
+        score, threshold = float(m["value"]), float(cfg["threshold"])
+        columns.append(
+            ColumnDrift(
+                cfg["column"],
+                cfg["method"],
+                score,
+                threshold,
+                is_drifted(cfg["method"], score, threshold),
+            )
+        )
+    order = {c: i for i, c in enumerate(cur.columns)}
+    columns.sort(key=lambda c: order.get(c.column, len(order)))
+    return DriftResult(columns, len(ref), len(cur), snapshot.get_html_str(False) if html else "")
