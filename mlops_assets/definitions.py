@@ -6,6 +6,7 @@ from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.monitoring.assets import build_monitoring_assets
+from mlops_assets.defs.monitoring.sensors import build_drift_sensor
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training.assets import build_training_assets
 from mlops_assets.specs import load_specs
@@ -30,5 +31,9 @@ def defs() -> dg.Definitions:
         description="Record the lakeFS commit at the head of main of every dataset.",
     )
     return dg.Definitions(
-        assets=assets, asset_checks=checks, jobs=[observe], resources=build_resources()
+        assets=assets,
+        asset_checks=checks,
+        jobs=[observe],
+        sensors=[build_drift_sensor(s) for s in load_specs()],
+        resources=build_resources(),
     )

@@ -39,6 +39,7 @@ def test_run_script_serves_the_lineage(tmp_path):
             assert groups[f"{spec.name}/trained_model"] == "training"
             assert groups[f"{spec.name}/model_evaluation"] == "training"
             assert groups[f"{spec.name}/deployment"] == "deployment"
+            assert groups[f"{spec.name}/drift_report"] == "monitoring"
         observable = {"/".join(n["assetKey"]["path"]) for n in found if n["isObservable"]}
         assert observable == {f"{s.name}/raw_data" for s in load_specs()}
         # The daemon is part of `dagster dev`.

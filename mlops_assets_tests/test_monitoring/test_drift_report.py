@@ -79,3 +79,57 @@ def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
     check = _check(result)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "features drifted" in check.description
+
+
+def _tick(env, spec, cursor=None, cooldown=1800):
+    from mlops_assets.defs.monitoring.sensors import build_drift_sensor
+
+    sensor = build_drift_sensor(spec, cooldown_seconds=cooldown)
+    context = dg.build_sensor_context(instance=env.instance, cursor=cursor)
+    result = sensor(context)
+    return result, context.cursor
+
+
+def test_drift_sensor_requests_one_tagged_retraining_and_respects_the_cooldown(server_env):
+    env = server_env
+    spec = env.spec("churn")
+    env.seed(spec)
+    keys = [
+        dataset_key("churn"),
+        features_key("churn"),
+        trained_model_key("churn"),
+        model_evaluation_key("churn"),
+    ]
+    assert env.run(keys).success
+
+    result, cursor = _tick(env, spec)
+    assert isinstance(result, dg.SkipReason) and "not run yet" in result.skip_message
+
+    assert env.run([drift_report_key("churn")]).success  # empty window: skipped, WARN
+    result, cursor = _tick(env, spec, cursor)
+    assert (
+        isinstance(result, dg.SkipReason) and "does not call for retraining" in result.skip_message
+    )
+
+    _serve(env, spec, "covariate_shift", 400)
+    assert env.run([drift_report_key("churn")]).success  # ERROR: drifted
+    result, cursor = _tick(env, spec, cursor)
+    assert isinstance(result, dg.RunRequest)
+    assert result.run_key.startswith("drift-churn-")
+    assert {k.to_user_string() for k in result.asset_selection} == {
+        "churn/trained_model",
+        "churn/model_evaluation",
+        "churn/deployment",
+    }
+    assert result.tags["mlops/trigger"] == "drift"
+    assert float(result.tags["mlops/drift_share"]) >= 0.5
+    assert result.tags["mlops/drift_report"].endswith(".html")
+
+    again, cursor = _tick(env, spec, cursor)  # the same evidence: no second run
+    assert isinstance(again, dg.SkipReason) and "no new drift evaluation" in again.skip_message
+
+    assert env.run([drift_report_key("churn")]).success  # still drifted, within the cooldown
+    storm, _ = _tick(env, spec, cursor)
+    assert isinstance(storm, dg.SkipReason) and "cooldown" in storm.skip_message
+    after, _ = _tick(env, spec, cursor, cooldown=0)  # past the cooldown: a new run
+    assert isinstance(after, dg.RunRequest) and after.run_key != result.run_key
