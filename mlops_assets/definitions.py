@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.defs.automation import automation_sensor, build_commit_sensor
 from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
@@ -34,6 +35,10 @@ def defs() -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         jobs=[observe],
-        sensors=[build_drift_sensor(s) for s in load_specs()],
+        sensors=[
+            automation_sensor(),
+            *(build_commit_sensor(s) for s in load_specs()),
+            *(build_drift_sensor(s) for s in load_specs()),
+        ],
         resources=build_resources(),
     )

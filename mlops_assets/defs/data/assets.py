@@ -5,6 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.metadata import commit_metadata, frame_metadata, latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
@@ -153,6 +154,7 @@ def build_data_assets(spec: ModelSpec) -> list:
 
     @dg.asset(
         key=dataset_key(spec.name),
+        automation_condition=LOOP,
         deps=[raw_data_key(spec.name)],
         group_name="data",
         kinds={"lakefs", "pandas"},

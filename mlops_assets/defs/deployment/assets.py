@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.deployment.resources import ServingResource
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.assets import model_evaluation_key
@@ -45,6 +46,7 @@ class DeployConfig(dg.Config):
 def build_deployment_assets(spec: ModelSpec) -> list:
     @dg.asset(
         key=deployment_key(spec.name),
+        automation_condition=LOOP,
         ins={
             "model_evaluation": dg.AssetIn(key=model_evaluation_key(spec.name)),
             "features": dg.AssetIn(key=features_key(spec.name)),

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 import pandas as pd
 
+from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.data.assets import dataset_key, spec_version
 from mlops_assets.defs.metadata import frame_metadata, latest_data_version
 from mlops_assets.defs.resources import LocalFilesResource
@@ -19,6 +20,7 @@ def features_key(spec_name: str) -> dg.AssetKey:
 def build_feature_assets(spec: ModelSpec) -> list:
     @dg.asset(
         key=features_key(spec.name),
+        automation_condition=LOOP,
         ins={"dataset": dg.AssetIn(key=dataset_key(spec.name))},
         group_name="features",
         kinds={"pandas"},

@@ -5,6 +5,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, ValidationError
 
+from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
@@ -87,6 +88,7 @@ def build_training_assets(spec: ModelSpec) -> list:
 
     @dg.asset(
         key=trained_model_key(spec.name),
+        automation_condition=LOOP,
         ins={"features": dg.AssetIn(key=features_key(spec.name))},
         group_name="training",
         kinds={"mlflow", "scikit-learn"},
@@ -176,6 +178,7 @@ def build_training_assets(spec: ModelSpec) -> list:
 
     @dg.asset(
         key=model_evaluation_key(spec.name),
+        automation_condition=LOOP,
         ins={
             "trained_model": dg.AssetIn(key=trained_model_key(spec.name)),
             "features": dg.AssetIn(key=features_key(spec.name)),

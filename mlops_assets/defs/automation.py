@@ -1,0 +1,42 @@
+"""Sensors of the loop: a new commit flows through dataset → features → training →
+evaluation → deployment (automation condition ``LOOP`` in ``conditions.py``) with no person
+involved, and a failing blocking check stops it."""
+
+import dagster as dg
+
+from mlops_assets.defs.data.assets import open_repository, raw_data_key, report_main_commit
+from mlops_assets.defs.metadata import latest_data_version
+from mlops_assets.defs.resources import DataStoreResource
+from mlops_assets.specs import ModelSpec
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Dagster's automation sensor, RUNNING from a fresh instance (it defaults to STOPPED)."""
+    return dg.AutomationConditionSensorDefinition(
+        "default_automation_condition_sensor",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=5,
+    )
+
+
+def build_commit_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+    """Notices a new commit on main within seconds, whoever made it (`mlops ingest` reports
+    its own; a write straight to lakeFS is found here), as an observation of raw_data."""
+
+    @dg.sensor(
+        name=f"{spec.name}_new_commits",
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Observes the head of main in lakeFS repository '{spec.dataset.repository}'.",
+    )
+    def new_commits(context: dg.SensorEvaluationContext, data_store: DataStoreResource):
+        store = open_repository(context, data_store, spec)
+        head = store.head("main")
+        seen = latest_data_version(context.instance, raw_data_key(spec.name))
+        if head == seen:
+            return dg.SkipReason(f"main is still at {head[:12]}")
+        report_main_commit(context.instance, spec.name, head, {"source": "new-commit sensor"})
+        return dg.SkipReason(f"observed main at {head[:12]} (was {str(seen)[:12]})")
+
+    return new_commits
