@@ -78,17 +78,20 @@ def test_canary_then_promote_and_a_bad_one_rolled_back(tmp_path, monkeypatch, ml
                 == champion
             )
 
-            # a challenger that passes the gate but answers unlike production: rolled back
-            result = env.run(keys(TRAIN_EVAL_DEPLOY), cfg(11, max_prediction_shift=0.0001))
+            # a challenger that passes the gate but misses the serving bound: rolled back.
+            # (A 10 microsecond p95 no real request meets: deterministic. A prediction-shift
+            # bound is not: two forests of one data set predict the same mean probability,
+            # the base rate, to four digits.)
+            result = env.run(keys(TRAIN_EVAL_DEPLOY), cfg(11, max_p95_ms=0.01))
             m = meta(env, deployment_key("churn"))
             bad = str(meta(env, trained_model_key("churn"))["model_version"])
             assert m["decision"] == "rolled_back"
-            assert "away from production" in m["reason"]
+            assert "p95 latency" in m["reason"]
             assert m["production_now"] == challenger
             (check,) = [
                 c for c in result.get_asset_check_evaluations() if c.check_name == "rollout_healthy"
             ]
-            assert not check.passed and "away from production" in check.description
+            assert not check.passed and "p95 latency" in check.description
             assert client.deployment("churn") == {
                 "production": challenger,
                 "candidate": None,
