@@ -59,9 +59,9 @@ def test_a_failing_canary_is_rolled_back_and_the_champion_keeps_serving(client, 
 
 
 def test_a_slow_canary_is_rolled_back(client, registry):
-    # 2,500 unpruned trees against the champion's 150 of depth 10: an order of magnitude
-    # slower per request on any machine, so a 60 ms bound separates them with room to spare.
-    result, promoted, _ = run(client, registry, "slow", canary_weight=0.5, max_p95_ms=60)
+    # 2,500 unpruned trees against the champion's 150 of depth 10: measured here ~75 ms
+    # against ~7 ms per single-row prediction, so a 40 ms bound sits well clear of both.
+    result, promoted, _ = run(client, registry, "slow", canary_weight=0.5, max_p95_ms=40)
     assert result.decision == "rolled_back"
     assert "p95 latency" in result.reason
     assert promoted == []
