@@ -26,8 +26,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -196,7 +194,7 @@ def _prepare(work: Path, rows_per_day: int):
     from mlops_assets.store.local import LocalStore
     from mlops_assets.training.run import lineage_tags, train_and_log
     from mlops_assets.training.tracking import register, tracking_from_env
-    from mlops_assets.training.train import inputs
+    from mlops_assets.training.train import records
 
     spec = get_spec("churn")
     store = LocalStore(work / "data" / "lakefs-local", spec.dataset.repository)
@@ -212,12 +210,8 @@ def _prepare(work: Path, rows_per_day: int):
         logged = train_and_log(tracking, spec, features, spec.model, tags)
     version = register(tracking, spec.model_name, logged.model_uri, run.info.run_id, tags).version
     tracking.promote(spec.model_name, version)
-    holdout = inputs(features[features[SPLIT] == "holdout"], spec)
-    records = [
-        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-        for r in holdout.to_dict(orient="records")
-    ]
-    return spec, logged.trained.pipeline, version, records, tracking.tracking_uri
+    holdout = records(features[features[SPLIT] == "holdout"], spec)
+    return spec, logged.trained.pipeline, version, holdout, tracking.tracking_uri
 
 
 def _v2_body(spec, rows: list[dict]) -> bytes:

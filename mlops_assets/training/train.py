@@ -88,6 +88,13 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
     return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
 
 
+def records(frame: pd.DataFrame, spec: ModelSpec) -> list[dict]:
+    """The model's input rows as JSON-ready records (missing values as None): what a client
+    sends to the inference server."""
+    x = inputs(frame, spec)
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.to_dict("records")]
+
+
 def predictions(pipeline: Pipeline, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     """What the model answers for ``frame``: P(class 1) for a classifier, the value otherwise."""
     x = inputs(frame, spec)

@@ -41,13 +41,8 @@ def _serve(env, spec, drift: str, rows: int) -> None:
     log.close()
 
 
-def _check(result):
-    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "drift"]
-    return check
-
-
-def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
-    env = server_env
+def _champion(env):
+    """Seed churn and train, gate and register its first (production) version."""
     spec = env.spec("churn")
     env.seed(spec)
     keys = [
@@ -57,6 +52,17 @@ def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
         model_evaluation_key("churn"),
     ]
     assert env.run(keys).success
+    return spec
+
+
+def _check(result):
+    (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "drift"]
+    return check
+
+
+def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
+    env = server_env
+    spec = _champion(env)
 
     empty = env.run([drift_report_key("churn")])
     assert empty.success
@@ -92,15 +98,7 @@ def _tick(env, spec, cursor=None, cooldown=1800):
 
 def test_drift_sensor_requests_one_tagged_retraining_and_respects_the_cooldown(server_env):
     env = server_env
-    spec = env.spec("churn")
-    env.seed(spec)
-    keys = [
-        dataset_key("churn"),
-        features_key("churn"),
-        trained_model_key("churn"),
-        model_evaluation_key("churn"),
-    ]
-    assert env.run(keys).success
+    spec = _champion(env)
 
     result, cursor = _tick(env, spec)
     assert isinstance(result, dg.SkipReason) and "not run yet" in result.skip_message

@@ -13,6 +13,7 @@ from mlops_assets.quality import load_dataset
 from mlops_assets.serving.client import ServingClient
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
+from mlops_assets.training.train import records
 from mlops_assets_tests.conftest import seed_store
 from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
 from mlops_assets_tests.servers import server_env
@@ -88,12 +89,7 @@ def registry(tmp_path_factory, mlflow_server):
         spec = get_spec(name, specs_dir)
         features = _features(data_dir, spec)
         hold = features[features["split"] == "holdout"]
-        from mlops_assets.training.train import inputs
-
-        holdout[name] = [
-            {k: (None if v != v else v) for k, v in r.items()}
-            for r in inputs(hold, spec).to_dict(orient="records")
-        ]
+        holdout[name] = records(hold, spec)
         versions[(name, "champion")] = _log(tracking, spec, features, spec.model)
         tracking.promote(spec.model_name, versions[(name, "champion")])
         if name == "churn":

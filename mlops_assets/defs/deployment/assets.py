@@ -10,10 +10,11 @@ from mlops_assets.defs.deployment.resources import ServingResource
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.assets import model_evaluation_key
 from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.featurize import SPLIT
 from mlops_assets.serving.client import Replay
 from mlops_assets.serving.rollout import Policy, rollout
 from mlops_assets.specs import ModelSpec
-from mlops_assets.training.train import inputs
+from mlops_assets.training.train import records
 
 
 def deployment_key(spec_name: str) -> dg.AssetKey:
@@ -92,14 +93,10 @@ def build_deployment_assets(spec: ModelSpec) -> list:
             max_prediction_shift=config.max_prediction_shift,
             timeout_seconds=config.timeout_seconds,
         )
-        rows = inputs(features[features["split"] == "holdout"], spec)
-        records = [
-            {k: (None if pd.isna(v) else v) for k, v in r.items()}
-            for r in rows.to_dict(orient="records")
-        ]
+        holdout = records(features[features[SPLIT] == "holdout"], spec)
 
         def traffic(version):
-            return Replay(client, spec.name, records, threads=2, version=version)
+            return Replay(client, spec.name, holdout, threads=2, version=version)
 
         result = rollout(
             client,
