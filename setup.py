@@ -39,6 +39,8 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "moto[server]>=5.0",
+            "playwright>=1.55",  # drives Debian's chromium; never downloads a browser
+            "kubernetes-validate>=1.32",  # offline schema validation of the manifests
         ],
     },
     entry_points={"console_scripts": ["mlops=mlops_assets.cli:main"]},

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/test-deps.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# System packages the tests drive for real: Debian's chromium (the lineage UI in a browser,
+# through Playwright; no browser is ever downloaded) and PostgreSQL (a throwaway cluster for
+# the production storage path). Installs only what is missing; needs root or sudo for that.
+set -euo pipefail
+
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if ! command -v sudo >/dev/null; then
+    echo "test-deps: missing ${missing[*]}; install them (apt-get install ${missing[*]}) as root" >&2
+    exit 1
+  fi
+  sudo=sudo
+fi
+echo "test-deps: installing ${missing[*]} (apt-get)"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
