@@ -12,6 +12,7 @@ Examples::
     mlops reproduce churn 3                     # retrain version 3 from its lineage; match?
     mlops mlflow-ui                             # browse the embedded MLflow store
     mlops serve                                 # the inference server on :8080
+    mlops traffic churn --drift covariate_shift # simulated clients; labels arrive later
 """
 
 from __future__ import annotations
@@ -207,6 +208,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traffic(args: argparse.Namespace) -> int:
+    import time
+
+    from mlops_assets.traffic import commit_labels, labels_repository, send_traffic
+
+    spec = get_spec(args.spec)
+    url = (
+        args.url
+        or os.environ.get("MLOPS_SERVING_URL")
+        or (f"http://127.0.0.1:{os.environ.get('MLOPS_SERVING_PORT', '8080')}")
+    )
+    day = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+    result = send_traffic(
+        url, spec, day, rows=args.rows, batch=args.batch, drift=args.drift, seed=args.seed
+    )
+    served = ", ".join(f"v{v}: {n}" for v, n in sorted(result.versions.items())) or "nothing"
+    print(
+        f"[{spec.name}] {result.requests} request(s) to {url}: {result.rows} row(s) answered "
+        f"({served}); {len(result.errors)} error(s)"
+    )
+    for e in result.errors[:5]:
+        print(f"[{spec.name}]   {e}")
+    if args.labels_after < 0:
+        print(f"[{spec.name}] labels withheld (--labels-after < 0)")
+        return 0 if not result.errors else 1
+    time.sleep(args.labels_after)
+    store = open_store(
+        settings.data_backend(), labels_repository(spec), **settings.store_options_from_env()
+    )
+    commit = commit_labels(store, spec, result.labels)
+    print(
+        f"[{spec.name}] {len(result.labels)} label(s) delivered to "
+        f"{labels_repository(spec)} at {commit or 'no commit'}"
+    )
+    return 0 if not result.errors else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -265,6 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--poll-seconds", type=float, default=10.0, help="how often to re-read the alias"
     )
     srv.set_defaults(fn=cmd_serve)
+
+    traffic = sub.add_parser(
+        "traffic", help="send simulated requests to the server; deliver their labels later"
+    )
+    traffic.add_argument("spec")
+    traffic.add_argument("--url", help="server (default: MLOPS_SERVING_URL or :8080)")
+    traffic.add_argument("--rows", type=int, default=500, help="rows to send")
+    traffic.add_argument("--batch", type=int, default=10, help="rows per request")
+    traffic.add_argument("--drift", choices=DRIFTS, default="none")
+    traffic.add_argument("--date", help="simulated day, YYYY-MM-DD (default: today)")
+    traffic.add_argument("--seed", type=int, default=1)
+    traffic.add_argument(
+        "--labels-after",
+        type=float,
+        default=0.0,
+        help="seconds until the true outcomes arrive (negative: never)",
+    )
+    traffic.set_defaults(fn=cmd_traffic)
     return parser
 
 

@@ -7,7 +7,11 @@ from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.monitoring.assets import build_monitoring_assets
-from mlops_assets.defs.monitoring.sensors import build_drift_sensor
+from mlops_assets.defs.monitoring.sensors import (
+    build_drift_sensor,
+    build_freshness_sensor,
+    build_monitoring_sensor,
+)
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training.assets import build_training_assets
 from mlops_assets.specs import load_specs
@@ -38,7 +42,10 @@ def defs() -> dg.Definitions:
         sensors=[
             automation_sensor(),
             *(build_commit_sensor(s) for s in load_specs()),
+            *(build_monitoring_sensor(s) for s in load_specs()),
             *(build_drift_sensor(s) for s in load_specs()),
+            *(build_freshness_sensor(s) for s in load_specs()),
         ],
         resources=build_resources(),
+        executor=dg.in_process_executor,
     )

@@ -17,6 +17,7 @@ def automation_sensor() -> dg.AutomationConditionSensorDefinition:
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
+        run_tags={"mlops/trigger": "new_data"},
     )
 
 

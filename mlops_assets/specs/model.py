@@ -120,6 +120,21 @@ class EvaluationSpec(_Strict):
         return self.metric not in LOWER_IS_BETTER
 
 
+class FreshnessSpec(_Strict):
+    """How old the model and the dataset may get before they count as stale (Dagster
+    freshness policies; a stale model is retrained by the ``<spec>_stale_model`` sensor)."""
+
+    model_max_age_hours: float = Field(
+        default=168, gt=0, description="hours after the last training that the model fails"
+    )
+    dataset_max_age_hours: float = Field(
+        default=48, gt=0, description="hours after the last snapshot that the dataset fails"
+    )
+    warn_fraction: float = Field(
+        default=0.75, gt=0, le=1, description="share of the max age after which it warns"
+    )
+
+
 class ModelSpec(_Strict):
     """A model: its data, target, features, task, estimator and promotion gate."""
 
@@ -138,6 +153,7 @@ class ModelSpec(_Strict):
     )
     model: Hyperparameters = Hyperparameters()
     evaluation: EvaluationSpec
+    freshness: FreshnessSpec = FreshnessSpec()
 
     @model_validator(mode="after")
     def _columns_exist(self) -> ModelSpec:

@@ -28,7 +28,7 @@ EXAMPLE_ROWS = 5
 
 def code_version(spec: ModelSpec) -> str:
     """The training code version: logic revision plus the spec (without its gate section)."""
-    digest = spec.digest(exclude={"description", "evaluation"})
+    digest = spec.digest(exclude={"description", "evaluation", "freshness"})
     source = lineage.source_digest(MODEL_SOURCES)
     return f"{TRAINING_REVISION}+{FEATURES_REVISION}-{digest}-{source}"
 

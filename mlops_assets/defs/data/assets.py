@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.defs.conditions import LOOP
+from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.metadata import commit_metadata, frame_metadata, latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
@@ -23,7 +23,7 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-MODEL_SECTIONS = {"description", "registered_model", "model", "evaluation"}
+MODEL_SECTIONS = {"description", "registered_model", "model", "evaluation", "freshness"}
 
 
 def raw_data_key(spec_name: str) -> dg.AssetKey:
@@ -159,6 +159,7 @@ def build_data_assets(spec: ModelSpec) -> list:
         group_name="data",
         kinds={"lakefs", "pandas"},
         code_version=spec_version(spec, "dataset-1"),
+        freshness_policy=freshness_policy(spec.freshness.dataset_max_age_hours, spec),
         description=f"Validated snapshot of '{repo}' read at exactly the recorded lakeFS commit.",
         check_specs=[
             dg.AssetCheckSpec(

@@ -11,16 +11,22 @@ from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.featurize import SPLIT, build_features
 from mlops_assets.monitoring.drift import PREDICTION, DriftInputError, compute_drift
+from mlops_assets.monitoring.performance import PerformanceInputError, compare, live_score
 from mlops_assets.quality import load_dataset
 from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound
+from mlops_assets.traffic import labels_repository, read_labels
 from mlops_assets.training.tracking import PRODUCTION
 from mlops_assets.training.train import inputs, predictions
 
 
 def drift_report_key(spec_name: str) -> dg.AssetKey:
     return dg.AssetKey([spec_name, "drift_report"])
+
+
+def production_performance_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "production_performance"])
 
 
 class DriftConfig(dg.Config):
@@ -34,22 +40,62 @@ class DriftConfig(dg.Config):
     )
 
 
+class PerformanceConfig(dg.Config):
+    window_rows: int = Field(default=5000, ge=1, description="newest labelled rows to score")
+    min_rows: int = Field(default=300, ge=1, description="fewest labelled rows worth scoring")
+    tolerance: float = Field(
+        default=0.03,
+        ge=0,
+        lt=1,
+        description="band around the evaluated score, relative (0.03 = the roadmap's ±3%)",
+    )
+
+
+def served_rows(store, spec: ModelSpec, version: str, ref: str | None = None):
+    """Rows the serving version answered, newest first, from the committed log at ``ref``."""
+    if ref is None:
+        try:
+            ref = store.get_commit("main").id
+        except NotFound:
+            return
+    paths = sorted(store.list(ref, f"{PREFIX}{spec.name}/"))
+    for path in reversed(paths):  # newest segments first
+        for r in reversed(read_rows(store.get(ref, path))):
+            if r["model_version"] == version:
+                yield r
+
+
 def current_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
     """The newest ``rows`` rows the serving version answered, from the committed log."""
+    out: list[dict] = []
+    for r in served_rows(store, spec, version):
+        value = r.get("probability", r.get("prediction"))
+        out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
+        if len(out) >= rows:
+            break
+    return pd.DataFrame(out[::-1])
+
+
+def labelled_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
+    """The newest ``rows`` served rows of ``version`` whose label has arrived, with it."""
     try:
-        head = store.get_commit("main")
+        ref = store.get_commit("main").id
     except NotFound:
         return pd.DataFrame()
-    paths = sorted(store.list(head.id, f"{PREFIX}{spec.name}/"))
+    labels = read_labels(store, ref, spec)
     out: list[dict] = []
-    for path in reversed(paths):  # newest segments first
-        for r in reversed(read_rows(store.get(head.id, path))):
-            if r["model_version"] != version:
-                continue
-            value = r.get("probability", r.get("prediction"))
-            out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
-            if len(out) >= rows:
-                break
+    for r in served_rows(store, spec, version, ref):
+        label = labels.get((str(r["request_id"]), int(r["row"])))
+        if label is None:
+            continue
+        out.append(
+            {
+                "label": label,
+                "prediction": r.get("prediction"),
+                "probability": r.get("probability"),
+                "timestamp": r["timestamp"],
+            }
+        )
         if len(out) >= rows:
             break
     return pd.DataFrame(out[::-1])
@@ -188,8 +234,106 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
                 "drift_share": float(share),
                 "drifted_columns": int(result.drifted_count),
                 "report": dg.MetadataValue.path(str(path)),
+                "serving_version": version,
                 "skipped": False,
             },
         )
 
-    return [drift_report]
+    @dg.asset(
+        key=production_performance_key(spec.name),
+        deps=[deployment_key(spec.name)],
+        group_name="monitoring",
+        kinds={"scikit-learn"},
+        io_manager_key="json_io_manager",
+        description=(
+            f"Live {spec.evaluation.metric} of the serving '{spec.name}' version on the labels "
+            "that arrived, against its evaluation."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                name="performance",
+                asset=production_performance_key(spec.name),
+                description="Live score within the band around the evaluated score.",
+            )
+        ],
+    )
+    def production_performance(
+        context: dg.AssetExecutionContext,
+        config: PerformanceConfig,
+        data_store: DataStoreResource,
+        mlflow: MlflowResource,
+    ):
+        tracking = mlflow.tracking()
+        metric = spec.evaluation.metric
+        serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
+        if serving is None:
+            raise dg.Failure(
+                f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
+                "to score. Materialize the training group first.",
+                allow_retries=False,
+            )
+        version = serving.version
+        evaluated = serving.tags.get(f"gate.{metric}")
+        store = data_store.open(labels_repository(spec))
+        window = labelled_window(store, spec, version, config.window_rows)
+        meta: dict = {"serving_version": version, "labelled_rows": len(window), "metric": metric}
+
+        def skipped(reason: str):
+            yield dg.Output(
+                {"version": version, "skipped": reason}, metadata={**meta, "skipped": reason}
+            )
+            yield dg.AssetCheckResult(
+                check_name="performance",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=f"skipped: {reason}",
+                metadata={"skipped": True},
+            )
+
+        if evaluated is None:
+            yield from skipped(f"version {version} has no gate.{metric} tag: it was never gated")
+            return
+        if len(window) < config.min_rows:
+            yield from skipped(
+                f"{len(window)} labelled row(s) for version {version}, fewer than "
+                f"min_rows={config.min_rows}; labels arrive later than predictions"
+            )
+            return
+        probability = window["probability"] if window["probability"].notna().all() else None
+        try:
+            live = live_score(spec, window["label"], window["prediction"], probability)
+        except PerformanceInputError as e:
+            yield from skipped(str(e))
+            return
+        result = compare(spec, live, float(evaluated), len(window), config.tolerance)
+        meta.update(
+            {
+                f"live_{metric}": float(live),
+                f"evaluated_{metric}": float(evaluated),
+                "relative_change": float(result.relative_change),
+                "window_start": str(window["timestamp"].iloc[0]),
+                "window_end": str(window["timestamp"].iloc[-1]),
+            }
+        )
+        description = result.describe()
+        context.log.info(description)
+        yield dg.Output(
+            {"version": version, "metric": metric, "live": live, "evaluated": float(evaluated)},
+            metadata=meta,
+        )
+        yield dg.AssetCheckResult(
+            check_name="performance",
+            passed=not (result.worse or result.better),
+            severity=dg.AssetCheckSeverity.ERROR if result.worse else dg.AssetCheckSeverity.WARN,
+            description=description,
+            metadata={
+                f"live_{metric}": float(live),
+                f"evaluated_{metric}": float(evaluated),
+                "relative_change": float(result.relative_change),
+                "labelled_rows": len(window),
+                "serving_version": version,
+                "skipped": False,
+            },
+        )
+
+    return [drift_report, production_performance]

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field, ValidationError
 
-from mlops_assets.defs.conditions import LOOP
+from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
@@ -94,6 +94,7 @@ def build_training_assets(spec: ModelSpec) -> list:
         kinds={"mlflow", "scikit-learn"},
         io_manager_key="json_io_manager",
         code_version=code_version(spec),
+        freshness_policy=freshness_policy(spec.freshness.model_max_age_hours, spec),
         description=f"'{name}' fit on the features of one lakeFS commit; MLflow run and version.",
     )
     def trained_model(

@@ -1,0 +1,97 @@
+"""Live performance: what the serving model answered, joined to the labels that arrived later,
+scored with the metric the promotion gate used, and compared with the model's evaluation.
+
+Plain library code: no Dagster import.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn import metrics as skm
+
+from mlops_assets.specs import ModelSpec
+
+
+class PerformanceInputError(ValueError):
+    """The labelled window cannot be scored; the message says why."""
+
+
+@dataclass(frozen=True)
+class LivePerformance:
+    metric: str
+    live: float
+    expected: float
+    tolerance: float
+    higher_is_better: bool
+    rows: int
+
+    @property
+    def relative_change(self) -> float:
+        """(live - expected) / |expected|: negative is worse for a score, better for an error."""
+        return (self.live - self.expected) / abs(self.expected) if self.expected else math.inf
+
+    @property
+    def worse(self) -> bool:
+        """Outside the band on the bad side."""
+        change = self.relative_change
+        return change < -self.tolerance if self.higher_is_better else change > self.tolerance
+
+    @property
+    def better(self) -> bool:
+        """Outside the band on the good side (suspicious: labels or evaluation may be off)."""
+        change = self.relative_change
+        return change > self.tolerance if self.higher_is_better else change < -self.tolerance
+
+    def describe(self) -> str:
+        where = "worse than" if self.worse else "better than" if self.better else "within"
+        return (
+            f"live {self.metric}={self.live:.4f} on {self.rows} labelled row(s) vs evaluated "
+            f"{self.expected:.4f} ({self.relative_change:+.1%}): {where} the "
+            f"±{self.tolerance:.0%} band"
+        )
+
+
+def live_score(
+    spec: ModelSpec,
+    y_true: np.ndarray,
+    prediction: np.ndarray,
+    probability: np.ndarray | None,
+) -> float:
+    """The gate's metric (``spec.evaluation.metric``) on what was served and what came true."""
+    metric = spec.evaluation.metric
+    y = np.asarray(y_true, dtype="float64")
+    pred = np.asarray(prediction, dtype="float64")
+    if len(y) == 0:
+        raise PerformanceInputError("no labelled predictions to score")
+    if np.isnan(y).any() or np.isnan(pred).any():
+        raise PerformanceInputError(
+            f"{int(np.isnan(y).sum())} label(s) and {int(np.isnan(pred).sum())} prediction(s) "
+            "are missing: the labels or the log are malformed"
+        )
+    if metric == "roc_auc":
+        if probability is None:
+            raise PerformanceInputError("roc_auc needs probabilities; the log has none")
+        if len(np.unique(y)) < 2:
+            raise PerformanceInputError(
+                f"roc_auc needs both classes among the labels; all {len(y)} are {y[0]:g}"
+            )
+        return float(skm.roc_auc_score(y, np.asarray(probability, dtype="float64")))
+    scorers = {
+        "accuracy": skm.accuracy_score,
+        "f1": lambda a, b: skm.f1_score(a, b, zero_division=0),
+        "rmse": lambda a, b: math.sqrt(skm.mean_squared_error(a, b)),
+        "mae": skm.mean_absolute_error,
+        "r2": skm.r2_score,
+    }
+    if metric not in scorers:
+        raise PerformanceInputError(f"metric {metric!r} cannot be scored live")
+    return float(scorers[metric](y, pred))
+
+
+def compare(spec: ModelSpec, live: float, expected: float, rows: int, tolerance: float):
+    return LivePerformance(
+        spec.evaluation.metric, live, expected, tolerance, spec.evaluation.higher_is_better, rows
+    )
