@@ -36,6 +36,7 @@ class Round:
     """What one round of the loop did, and how long each part took (seconds)."""
 
     commit: str
+    started_at: float
     version_before: str | None
     version_after: str | None
     decision: str
@@ -355,6 +356,7 @@ def _breakdown(instance, platform, commit, before, t0, served_at, outcome) -> Ro
             parts["deployment done → serving 100%"] = max(0.0, served_at - ends[last])
     return Round(
         commit=commit,
+        started_at=t0,
         version_before=before,
         version_after=platform.production(),
         decision=outcome[0],
