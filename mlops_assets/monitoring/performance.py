@@ -27,6 +27,19 @@ class LivePerformance:
     tolerance: float
     higher_is_better: bool
     rows: int
+    se: float = 0.0  # bootstrap standard error of ``live``
+
+    @property
+    def _edge(self) -> float:
+        """The band's edge on the bad side."""
+        sign = -1 if self.higher_is_better else 1
+        return self.expected + sign * self.tolerance * abs(self.expected)
+
+    @property
+    def significant(self) -> bool:
+        """Past the bad edge by more than twice the window's sampling error."""
+        gap = self._edge - self.live if self.higher_is_better else self.live - self._edge
+        return gap > 2 * self.se
 
     @property
     def relative_change(self) -> float:
@@ -34,10 +47,15 @@ class LivePerformance:
         return (self.live - self.expected) / abs(self.expected) if self.expected else math.inf
 
     @property
-    def worse(self) -> bool:
-        """Outside the band on the bad side."""
+    def below_band(self) -> bool:
+        """Outside the band on the bad side, significant or not."""
         change = self.relative_change
         return change < -self.tolerance if self.higher_is_better else change > self.tolerance
+
+    @property
+    def worse(self) -> bool:
+        """Outside the band on the bad side, by more than the window's sampling error."""
+        return self.below_band and self.significant
 
     @property
     def better(self) -> bool:
@@ -46,10 +64,15 @@ class LivePerformance:
         return change > self.tolerance if self.higher_is_better else change < -self.tolerance
 
     def describe(self) -> str:
-        where = "worse than" if self.worse else "better than" if self.better else "within"
+        if self.worse:
+            where = "worse than the"
+        elif self.below_band:
+            where = "below, but within twice the sampling error of, the"
+        else:
+            where = "better than the" if self.better else "within the"
         return (
-            f"live {self.metric}={self.live:.4f} on {self.rows} labelled row(s) vs evaluated "
-            f"{self.expected:.4f} ({self.relative_change:+.1%}): {where} the "
+            f"live {self.metric}={self.live:.4f} (±{self.se:.4f}) on {self.rows} labelled "
+            f"row(s) vs evaluated {self.expected:.4f} ({self.relative_change:+.1%}): {where} "
             f"±{self.tolerance:.0%} band"
         )
 
@@ -91,7 +114,37 @@ def live_score(
     return float(scorers[metric](y, pred))
 
 
-def compare(spec: ModelSpec, live: float, expected: float, rows: int, tolerance: float):
+def bootstrap_se(
+    spec: ModelSpec,
+    y_true: np.ndarray,
+    prediction: np.ndarray,
+    probability: np.ndarray | None,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard error of the live score from ``resamples`` bootstrap resamples of the window."""
+    rng = np.random.default_rng(seed)
+    y, pred = np.asarray(y_true, dtype="float64"), np.asarray(prediction, dtype="float64")
+    prob = None if probability is None else np.asarray(probability, dtype="float64")
+    scores = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(y), len(y))
+        try:
+            scores.append(live_score(spec, y[i], pred[i], None if prob is None else prob[i]))
+        except PerformanceInputError:  # a resample with one class: skip it
+            continue
+    return float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+
+
+def compare(
+    spec: ModelSpec, live: float, expected: float, rows: int, tolerance: float, se: float = 0.0
+) -> LivePerformance:
     return LivePerformance(
-        spec.evaluation.metric, live, expected, tolerance, spec.evaluation.higher_is_better, rows
+        spec.evaluation.metric,
+        live,
+        expected,
+        tolerance,
+        spec.evaluation.higher_is_better,
+        rows,
+        se,
     )

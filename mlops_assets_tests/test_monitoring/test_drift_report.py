@@ -5,54 +5,9 @@ import datetime as dt
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.monitoring.assets import drift_report_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
-from mlops_assets.serving.predlog import PredictionLog, predictions_repository, store_committer
 from mlops_assets.simulator import simulate_batch
-from mlops_assets.store.local import LocalStore
-from mlops_assets.training.train import inputs, predictions
-
-
-def _serve(env, spec, drift: str, rows: int) -> None:
-    """What the server would log: rows answered by the production version."""
-    tracking = env.tracking()
-    version = tracking.version_by_alias(spec.model_name, "production").version
-    model = tracking.load_model(spec.model_name, version)
-    frame = simulate_batch(spec.simulator, dt.date(2026, 11, 20), rows=rows, drift=drift)
-    x = inputs(frame, spec)
-    values = predictions(model, frame, spec)
-    store = LocalStore(
-        env.data_dir / "lakefs-local", predictions_repository(spec.dataset.repository)
-    )
-    log = PredictionLog(
-        env.data_dir / "serving-log",
-        commit=store_committer(lambda _: store, {spec.name: store.repository}),
-    )
-    columns = {c: [None if v != v else v for v in x[c].tolist()] for c in spec.features}
-    log.append(
-        spec.name,
-        version,
-        "req-1",
-        columns,
-        {"prediction": (values >= 0.5).astype(int).tolist(), "probability": values.tolist()},
-    )
-    log.close()
-
-
-def _champion(env):
-    """Seed churn and train, gate and register its first (production) version."""
-    spec = env.spec("churn")
-    env.seed(spec)
-    keys = [
-        dataset_key("churn"),
-        features_key("churn"),
-        trained_model_key("churn"),
-        model_evaluation_key("churn"),
-    ]
-    assert env.run(keys).success
-    return spec
+from mlops_assets_tests.test_monitoring.conftest import champion, serve_rows
 
 
 def _check(result):
@@ -62,7 +17,7 @@ def _check(result):
 
 def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
     env = server_env
-    spec = _champion(env)
+    spec = champion(env)
 
     empty = env.run([drift_report_key("churn")])
     assert empty.success
@@ -70,7 +25,7 @@ def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert "skipped: 0 logged row(s)" in check.description
 
-    _serve(env, spec, "covariate_shift", 400)
+    serve_rows(env, spec, "covariate_shift", 400)
     result = env.run([drift_report_key("churn")])
     assert result.success
     mat = env.instance.get_latest_materialization_event(drift_report_key("churn"))
@@ -96,35 +51,76 @@ def _tick(env, spec, cursor=None, cooldown=1800):
     return result, context.cursor
 
 
-def test_drift_sensor_requests_one_tagged_retraining_and_respects_the_cooldown(server_env):
+def _observe_new_batch(env, spec) -> str:
+    """A new day lands on main and Dagster observes it (as `mlops ingest` reports it)."""
+    from mlops_assets.defs.data.assets import report_main_commit
+    from mlops_assets.ingest import ingest_batch
+    from mlops_assets.simulator import to_csv_bytes
+
+    store = env.store(spec)
+    batch = to_csv_bytes(simulate_batch(spec.simulator, dt.date(2026, 11, 21), rows=250))
+    assert ingest_batch(store, spec, batch, "day-new").published
+    report_main_commit(env.instance, spec.name, store.head("main"), {})
+    return store.head("main")
+
+
+def test_drift_sensor_requests_one_tagged_retraining_and_respects_the_cooldown(
+    server_env, monkeypatch
+):
+    from mlops_assets.defs.data.assets import report_main_commit
+    from mlops_assets.defs.monitoring import sensors
+
     env = server_env
-    spec = _champion(env)
+    spec = champion(env)
+    report_main_commit(env.instance, spec.name, env.store(spec).head("main"), {})
 
     result, cursor = _tick(env, spec)
-    assert isinstance(result, dg.SkipReason) and "not run yet" in result.skip_message
+    assert isinstance(result, dg.SkipReason) and "drift: the check has not run yet" in str(
+        result.skip_message
+    )
 
     assert env.run([drift_report_key("churn")]).success  # empty window: skipped, WARN
     result, cursor = _tick(env, spec, cursor)
-    assert (
-        isinstance(result, dg.SkipReason) and "does not call for retraining" in result.skip_message
+    assert isinstance(result, dg.SkipReason) and "does not call for retraining" in str(
+        result.skip_message
     )
 
-    _serve(env, spec, "covariate_shift", 400)
+    # drifted traffic, but no data the model has not learned: retraining would reproduce it
+    serve_rows(env, spec, "covariate_shift", 400)
     assert env.run([drift_report_key("churn")]).success  # ERROR: drifted
     result, cursor = _tick(env, spec, cursor)
-    assert isinstance(result, dg.RunRequest)
+    assert isinstance(result, dg.SkipReason)
+    assert "already learned main's head" in result.skip_message
+
+    # a new batch lands: the automation trains on it, the drift sensor leaves it alone...
+    _observe_new_batch(env, spec)
+    assert env.run([drift_report_key("churn")]).success
+    result, cursor = _tick(env, spec, cursor)
+    assert isinstance(result, dg.SkipReason) and "the automation retrains on it" in str(
+        result.skip_message
+    )
+
+    # ...unless the automation has not picked it up in time: then the drift sensor retrains
+    monkeypatch.setattr(sensors, "AUTOMATION_GRACE_SECONDS", 0)
+    assert env.run([drift_report_key("churn")]).success
+    result, cursor = _tick(env, spec, cursor)
+    assert isinstance(result, dg.RunRequest), result
     assert result.run_key.startswith("drift-churn-")
     assert {k.to_user_string() for k in result.asset_selection} == {
+        "churn/dataset",
+        "churn/features",
         "churn/trained_model",
         "churn/model_evaluation",
         "churn/deployment",
     }
     assert result.tags["mlops/trigger"] == "drift"
+    assert result.tags["mlops/model"] == "churn"
     assert float(result.tags["mlops/drift_share"]) >= 0.5
-    assert result.tags["mlops/drift_report"].endswith(".html")
+    assert result.tags["mlops/report"].endswith(".html")
+    assert "features drifted" in result.tags["mlops/check"]
 
     again, cursor = _tick(env, spec, cursor)  # the same evidence: no second run
-    assert isinstance(again, dg.SkipReason) and "no new drift evaluation" in again.skip_message
+    assert isinstance(again, dg.SkipReason) and "drift: no new evaluation" in again.skip_message
 
     assert env.run([drift_report_key("churn")]).success  # still drifted, within the cooldown
     storm, _ = _tick(env, spec, cursor)

@@ -11,7 +11,12 @@ from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.featurize import SPLIT, build_features
 from mlops_assets.monitoring.drift import PREDICTION, DriftInputError, compute_drift
-from mlops_assets.monitoring.performance import PerformanceInputError, compare, live_score
+from mlops_assets.monitoring.performance import (
+    PerformanceInputError,
+    bootstrap_se,
+    compare,
+    live_score,
+)
 from mlops_assets.quality import load_dataset
 from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
 from mlops_assets.specs import ModelSpec
@@ -305,12 +310,14 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         except PerformanceInputError as e:
             yield from skipped(str(e))
             return
-        result = compare(spec, live, float(evaluated), len(window), config.tolerance)
+        se = bootstrap_se(spec, window["label"], window["prediction"], probability)
+        result = compare(spec, live, float(evaluated), len(window), config.tolerance, se)
         meta.update(
             {
                 f"live_{metric}": float(live),
                 f"evaluated_{metric}": float(evaluated),
                 "relative_change": float(result.relative_change),
+                "live_standard_error": float(se),
                 "window_start": str(window["timestamp"].iloc[0]),
                 "window_end": str(window["timestamp"].iloc[-1]),
             }
@@ -323,7 +330,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         )
         yield dg.AssetCheckResult(
             check_name="performance",
-            passed=not (result.worse or result.better),
+            passed=not (result.below_band or result.better),
             severity=dg.AssetCheckSeverity.ERROR if result.worse else dg.AssetCheckSeverity.WARN,
             description=description,
             metadata={
