@@ -80,6 +80,13 @@ def test_a_drifted_commit_retrains_and_rolls_out_by_itself(platform):
         assert all(k in starts for k in order), sorted(starts)
         assert [starts[k] for k in order] == sorted(starts[k] for k in order)
 
+        # Dagster's freshness daemon evaluates the model's policy: just retrained, it passes
+        from dagster._core.definitions.freshness import FreshnessState
+
+        model = dg.AssetKey(["churn", "trained_model"])
+        fresh = instance.get_freshness_state_records([model]).get(model)
+        assert fresh is not None and fresh.freshness_state == FreshnessState.PASS
+
         # every run the platform started after the commit says what triggered it
         for rec in _runs_since(instance, r.started_at):
             assert rec.dagster_run.tags.get("mlops/trigger") in {
