@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn import metrics as skm
 
 from mlops_assets.specs import ModelSpec
 
@@ -84,6 +83,8 @@ def live_score(
     probability: np.ndarray | None,
 ) -> float:
     """The gate's metric (``spec.evaluation.metric``) on what was served and what came true."""
+    from sklearn import metrics as skm
+
     metric = spec.evaluation.metric
     y = np.asarray(y_true, dtype="float64")
     pred = np.asarray(prediction, dtype="float64")

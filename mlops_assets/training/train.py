@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
-from sklearn.pipeline import Pipeline
 
 from mlops_assets.featurize import SPLIT
 from mlops_assets.specs import Hyperparameters, ModelSpec
-from mlops_assets.training.pipeline import build_pipeline
+
+if TYPE_CHECKING:  # scikit-learn is imported where it is used: loading the code location
+    from sklearn.pipeline import Pipeline  # must stay fast (about 1 s of imports)
 
 
 class TrainingError(ValueError):
@@ -47,6 +48,8 @@ def split(features: pd.DataFrame, spec: ModelSpec, which: str) -> tuple[pd.DataF
 
 def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
     """The task's metrics on ``(x, y)``: accuracy, F1, ROC AUC or RMSE, MAE, R²."""
+    from sklearn import metrics as skm
+
     if spec.task == "classification":
         pred = pipeline.predict(x)
         out = {
@@ -83,6 +86,8 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
             f"({y_train.iloc[0]!r}) in the {len(y_train)} training rows; a classifier needs "
             "both: check the data at this commit"
         )
+    from mlops_assets.training.pipeline import build_pipeline
+
     pipeline = build_pipeline(spec, params)
     pipeline.fit(x_train, y_train)
     return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
