@@ -18,7 +18,7 @@ export MLOPS_LOG_SEGMENT_SECONDS="${MLOPS_LOG_SEGMENT_SECONDS:-10}"
 if [ ! -f "$DAGSTER_HOME/.demo-trained" ]; then
   echo "run: first start: training and gating the demo models (about a minute)"
   if .venv/bin/dagster asset materialize -m mlops_assets.definitions \
-      --select '*group:"training"' > "$DAGSTER_HOME/first-training.log" 2>&1; then
+      --select '+group:"training"' > "$DAGSTER_HOME/first-training.log" 2>&1; then
     touch "$DAGSTER_HOME/.demo-trained"
   else
     echo "run: training failed, see $DAGSTER_HOME/first-training.log; the server starts anyway"
