@@ -2,10 +2,11 @@
 
 import dagster as dg
 
-from mlops_assets.defs.automation import automation_sensor, build_commit_sensor
+from mlops_assets.defs.automation import build_automation_sensor, build_commit_sensor
 from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
+from mlops_assets.defs.k8s import executor_for_env
 from mlops_assets.defs.monitoring.assets import build_monitoring_assets
 from mlops_assets.defs.monitoring.sensors import (
     build_drift_sensor,
@@ -19,8 +20,15 @@ from mlops_assets.specs import load_specs
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    assets, checks = [], []
+    assets, checks, sensors = [], [], []
     for spec in load_specs():
+        sensors += [
+            build_automation_sensor(spec),  # new data: the loop, declaratively
+            build_commit_sensor(spec),
+            build_monitoring_sensor(spec),  # new predictions/labels: drift, performance
+            build_drift_sensor(spec),  # failing drift/performance: retrain
+            build_freshness_sensor(spec),  # stale model: retrain
+        ]
         built = [
             *build_data_assets(spec),
             *build_feature_assets(spec),
@@ -39,13 +47,7 @@ def defs() -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         jobs=[observe],
-        sensors=[
-            automation_sensor(),
-            *(build_commit_sensor(s) for s in load_specs()),
-            *(build_monitoring_sensor(s) for s in load_specs()),
-            *(build_drift_sensor(s) for s in load_specs()),
-            *(build_freshness_sensor(s) for s in load_specs()),
-        ],
+        sensors=sensors,
         resources=build_resources(),
-        executor=dg.in_process_executor,
+        executor=executor_for_env(),
     )

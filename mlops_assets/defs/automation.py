@@ -10,14 +10,17 @@ from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.specs import ModelSpec
 
 
-def automation_sensor() -> dg.AutomationConditionSensorDefinition:
-    """Dagster's automation sensor, RUNNING from a fresh instance (it defaults to STOPPED)."""
+def build_automation_sensor(spec: ModelSpec) -> dg.AutomationConditionSensorDefinition:
+    """Dagster's automation sensor for one model's assets, RUNNING from a fresh instance (it
+    defaults to STOPPED); one per model so each run carries its model's tag (the production
+    queue allows one run per model at a time)."""
     return dg.AutomationConditionSensorDefinition(
-        "default_automation_condition_sensor",
-        target=dg.AssetSelection.all(),
+        f"{spec.name}_automation",
+        target=dg.AssetSelection.key_prefixes([spec.name]),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
-        run_tags={"mlops/trigger": "new_data"},
+        run_tags={"mlops/trigger": "new_data", "mlops/model": spec.name},
+        description=f"Carries a new commit of '{spec.name}' through the loop (eager, checked).",
     )
 
 

@@ -106,6 +106,30 @@ def labelled_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataF
     return pd.DataFrame(out[::-1])
 
 
+def serving_version(tracking, spec: ModelSpec, what: str):
+    """The registry's ``production`` version: what serves now, and what is monitored."""
+    serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
+    if serving is None:
+        raise dg.Failure(
+            f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
+            f"{what}. Materialize the training group first.",
+            allow_retries=False,
+        )
+    return serving
+
+
+def skipped(check: str, version: str, meta: dict, reason: str):
+    """Outputs of a window that cannot be judged: the reason, and a WARN that never retrains."""
+    yield dg.Output({"version": version, "skipped": reason}, metadata={**meta, "skipped": reason})
+    yield dg.AssetCheckResult(
+        check_name=check,
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"skipped: {reason}",
+        metadata={"skipped": True},
+    )
+
+
 def build_monitoring_assets(spec: ModelSpec) -> list:
     @dg.asset(
         key=drift_report_key(spec.name),
@@ -133,13 +157,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         files: LocalFilesResource,
     ):
         tracking = mlflow.tracking()
-        serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
-        if serving is None:
-            raise dg.Failure(
-                f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
-                "to monitor. Materialize the training group first.",
-                allow_retries=False,
-            )
+        serving = serving_version(tracking, spec, "to monitor")
         version = serving.version
         commit = serving.tags.get("lakefs.commit")
         if not commit:
@@ -167,34 +185,18 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
             meta["window_start"] = str(current["timestamp"].iloc[0])
             meta["window_end"] = str(current["timestamp"].iloc[-1])
         if len(current) < config.min_rows:
-            reason = (
-                f"skipped: {len(current)} logged row(s) for version {version}, fewer than "
-                f"min_rows={config.min_rows}; nothing to compare yet"
-            )
-            yield dg.Output(
-                {"version": version, "skipped": reason}, metadata={**meta, "skipped": reason}
-            )
-            yield dg.AssetCheckResult(
-                check_name="drift",
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=reason,
-                metadata={"skipped": True},
+            yield from skipped(
+                "drift",
+                version,
+                meta,
+                f"{len(current)} logged row(s) for version {version}, fewer than "
+                f"min_rows={config.min_rows}; nothing to compare yet",
             )
             return
         try:
             result = compute_drift(reference, current.drop(columns=["timestamp"]), spec)
         except DriftInputError as e:
-            yield dg.Output(
-                {"version": version, "skipped": str(e)}, metadata={**meta, "skipped": str(e)}
-            )
-            yield dg.AssetCheckResult(
-                check_name="drift",
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"skipped: {e}",
-                metadata={"skipped": True},
-            )
+            yield from skipped("drift", version, meta, str(e))
             return
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         path = files.write_text(("reports", spec.name, f"drift-{stamp}.html"), result.html)
@@ -270,45 +272,35 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
     ):
         tracking = mlflow.tracking()
         metric = spec.evaluation.metric
-        serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
-        if serving is None:
-            raise dg.Failure(
-                f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
-                "to score. Materialize the training group first.",
-                allow_retries=False,
-            )
+        serving = serving_version(tracking, spec, "to score")
         version = serving.version
         evaluated = serving.tags.get(f"gate.{metric}")
         store = data_store.open(labels_repository(spec))
         window = labelled_window(store, spec, version, config.window_rows)
         meta: dict = {"serving_version": version, "labelled_rows": len(window), "metric": metric}
 
-        def skipped(reason: str):
-            yield dg.Output(
-                {"version": version, "skipped": reason}, metadata={**meta, "skipped": reason}
-            )
-            yield dg.AssetCheckResult(
-                check_name="performance",
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=f"skipped: {reason}",
-                metadata={"skipped": True},
-            )
-
         if evaluated is None:
-            yield from skipped(f"version {version} has no gate.{metric} tag: it was never gated")
+            yield from skipped(
+                "performance",
+                version,
+                meta,
+                f"version {version} has no gate.{metric} tag: it was never gated",
+            )
             return
         if len(window) < config.min_rows:
             yield from skipped(
+                "performance",
+                version,
+                meta,
                 f"{len(window)} labelled row(s) for version {version}, fewer than "
-                f"min_rows={config.min_rows}; labels arrive later than predictions"
+                f"min_rows={config.min_rows}; labels arrive later than predictions",
             )
             return
         probability = window["probability"] if window["probability"].notna().all() else None
         try:
             live = live_score(spec, window["label"], window["prediction"], probability)
         except PerformanceInputError as e:
-            yield from skipped(str(e))
+            yield from skipped("performance", version, meta, str(e))
             return
         se = bootstrap_se(spec, window["label"], window["prediction"], probability)
         result = compare(spec, live, float(evaluated), len(window), config.tolerance, se)

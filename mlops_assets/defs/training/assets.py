@@ -7,6 +7,7 @@ from pydantic import Field, ValidationError
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.k8s import TRAINING_K8S_TAGS
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.training import gate
@@ -95,6 +96,7 @@ def build_training_assets(spec: ModelSpec) -> list:
         io_manager_key="json_io_manager",
         code_version=code_version(spec),
         freshness_policy=freshness_policy(spec.freshness.model_max_age_hours, spec),
+        op_tags=TRAINING_K8S_TAGS,
         description=f"'{name}' fit on the features of one lakeFS commit; MLflow run and version.",
     )
     def trained_model(
