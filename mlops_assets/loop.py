@@ -121,6 +121,26 @@ class Platform:
             self.server,
             self.home / "serve.log",
         )
+        self.settle()
+
+    def settle(self, quiet_seconds: float = 8.0, timeout: float = 300) -> None:
+        """Wait until no run is queued or running for ``quiet_seconds`` (the automation has
+        caught up), so a round starts from rest."""
+        import dagster as dg
+
+        from mlops_assets.defs.monitoring.sensors import IN_FLIGHT
+
+        quiet_since = time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.instance() as instance:
+                busy = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=1)
+            if busy:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= quiet_seconds:
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"runs still queued or running after {timeout:.0f} s")
 
     def start_daemon(self) -> None:
         log = self.home / "daemon.log"
@@ -250,13 +270,13 @@ def land_batch(spec_name: str, day: dt.date, drift: str) -> str:
     return result.main_commit
 
 
-def loop_runs(instance, since: float) -> list:
-    """Runs created after ``since`` that retrain the model (trained_model in their selection)."""
+def loop_runs(instance, since: float, step: str = "trained_model") -> list:
+    """Runs created after ``since`` that materialize ``step`` of the loop, oldest first."""
     out = []
     for record in instance.get_run_records(limit=100):
         run = record.dagster_run
         keys = {k.path[-1] for k in (run.asset_selection or ())}
-        if record.create_timestamp.timestamp() >= since and "trained_model" in keys:
+        if record.create_timestamp.timestamp() >= since and step in keys:
             out.append(record)
     return sorted(out, key=lambda r: r.create_timestamp)
 
@@ -317,6 +337,7 @@ def run_round(
                 f"the loop did not finish within {timeout:.0f} s of commit {commit[:12]} "
                 f"(outcome so far: {outcome}); see {platform.home}/daemon.log"
             )
+        platform.settle(quiet_seconds=2)  # the loop's runs finish before the next round
         if traffic.errors:
             raise AssertionError(
                 f"clients saw {len(traffic.errors)} failed request(s): {traffic.errors[:3]}"
@@ -339,21 +360,28 @@ def _breakdown(instance, platform, commit, before, t0, served_at, outcome) -> Ro
         parts["commit → run requested"] = created - t0
         if record.start_time:
             parts["run queued → started"] = record.start_time - created
-        events = instance.all_logs(
-            run.run_id,
+    # the steps, wherever they ran (one run, or two if a step was still busy when data landed)
+    starts: dict[str, float] = {}
+    ends: dict[str, float] = {}
+    step_runs: set[str] = set()
+    for step in LOOP_STEPS:
+        found = loop_runs(instance, t0, step)
+        if not found:
+            continue
+        step_runs.add(found[0].dagster_run.run_id)
+        key = f"{platform.spec_name}__{step}"
+        for e in instance.all_logs(
+            found[0].dagster_run.run_id,
             of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS},
-        )
-        starts = {e.step_key: e.timestamp for e in events if e.dagster_event.is_step_start}
-        ends = {e.step_key: e.timestamp for e in events if e.dagster_event.is_step_success}
-        if record.start_time and starts:
-            parts["run started → first step (code load)"] = min(starts.values()) - record.start_time
-        for step in LOOP_STEPS:
-            key = f"{platform.spec_name}__{step}"
-            if key in starts and key in ends:
-                parts[f"step {step}"] = ends[key] - starts[key]
-        last = f"{platform.spec_name}__deployment"
-        if last in ends:
-            parts["deployment done → serving 100%"] = max(0.0, served_at - ends[last])
+        ):
+            if e.step_key == key:
+                (starts if e.dagster_event.is_step_start else ends)[step] = e.timestamp
+    if runs and runs[0].start_time and starts:
+        parts["run started → first step (code load)"] = min(starts.values()) - runs[0].start_time
+    for step in LOOP_STEPS:
+        if step in starts and step in ends:
+            parts[f"step {step}"] = ends[step] - starts[step]
+    parts["runs it took"] = float(len(step_runs))
     return Round(
         commit=commit,
         started_at=t0,
@@ -431,8 +459,9 @@ def _table(rounds: list[Round], ours: float, empty: float) -> str:
     for name in [*names, "total: commit → new model serves 100%"]:
         values = [r.total if name.startswith("total") else r.parts.get(name) for r in rounds]
         present = [v for v in values if v is not None]
-        median = f"{statistics.median(present):.1f}" if present else "-"
-        cells = " | ".join("-" if v is None else f"{v:.1f}" for v in values)
+        fmt = "{:.0f}" if name == "runs it took" else "{:.1f}"
+        median = fmt.format(statistics.median(present)) if present else "-"
+        cells = " | ".join("-" if v is None else fmt.format(v) for v in values)
         lines.append(f"| {name} | {median} | {cells} |")
     lines += [
         "",
