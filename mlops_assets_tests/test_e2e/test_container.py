@@ -134,14 +134,16 @@ def test_signals_labels_and_instance_configs():
     # tini is PID 1 and forwards signals to the whole process group.
     entry = json.loads(instruction("ENTRYPOINT"))
     assert entry[:3] == ["tini", "-g", "--"], entry
-    assert any(op == "RUN" and re.search(r"apt-get install .*\btini=\S+", a) for op, a, _ in
-               dockerfile_instructions()), "tini is installed at a pinned version"
+    assert any(
+        op == "RUN" and re.search(r"apt-get install .*\btini=\S+", a)
+        for op, a, _ in dockerfile_instructions()
+    ), "tini is installed at a pinned version"
     # The revision label comes from a build argument, after the expensive layers.
-    ops = [op for op, _, _ in dockerfile_instructions()]
+    ins = dockerfile_instructions()
     label = instruction("LABEL")
     assert "org.opencontainers.image.revision=${VCS_REF}" in label.replace('"', "")
-    assert any(op == "ARG" and a.startswith("VCS_REF") for op, a, _ in dockerfile_instructions())
-    assert ops.index("ARG") > ops.index("CMD")
+    arg = next(i for i, (op, a, _) in enumerate(ins) if op == "ARG" and a.startswith("VCS_REF"))
+    assert arg > max(i for i, (op, _, _) in enumerate(ins) if op in ("RUN", "COPY"))
     # Every instance config MLOPS_ENV can select is copied into the image.
     from mlops_assets.instance import CONFIG_FILES
 
@@ -278,14 +280,20 @@ def roles(tmp_path_factory):
     grpc.update(host="127.0.0.1", port=ports["code"])
     (tmp / "workspace.yaml").write_text(yaml.safe_dump(workspace))
     container_workspace = next(
-        c["target"] for c in _compose_service("webserver")["configs"] if c["source"] == "dagster-workspace"
+        c["target"]
+        for c in _compose_service("webserver")["configs"]
+        if c["source"] == "dagster-workspace"
     )
     commands = {
         "code": _local(default_command(), ports["code"]),
-        "web": _local(_compose_service("webserver")["command"], ports["web"],
-                      **{"-w": str(tmp / "workspace.yaml")}),
-        "daemon": _local(_compose_service("daemon")["command"], 0,
-                         **{"-w": str(tmp / "workspace.yaml")}),
+        "web": _local(
+            _compose_service("webserver")["command"],
+            ports["web"],
+            **{"-w": str(tmp / "workspace.yaml")},
+        ),
+        "daemon": _local(
+            _compose_service("daemon")["command"], 0, **{"-w": str(tmp / "workspace.yaml")}
+        ),
         "serve": _local(_compose_service("inference")["command"], ports["serve"]),
     }
     assert container_workspace in _compose_service("daemon")["command"]
