@@ -120,12 +120,12 @@ class Tracking:
 
     # ---- experiments and links ----------------------------------------------------------
 
-    def experiment_name(self, spec: ModelSpec) -> str:
-        return f"{self.experiment_prefix}{spec.name}"
+    def experiment_name(self, spec: ModelSpec, suffix: str = "") -> str:
+        return f"{self.experiment_prefix}{spec.name}{suffix}"
 
-    def ensure_experiment(self, spec: ModelSpec) -> str:
+    def ensure_experiment(self, spec: ModelSpec, suffix: str = "") -> str:
         """The spec's experiment id, created (with the embedded artifact folder) if missing."""
-        name = self.experiment_name(spec)
+        name = self.experiment_name(spec, suffix)
 
         def get_or_create(c) -> str:
             exp = c.get_experiment_by_name(name)
@@ -133,7 +133,8 @@ class Tracking:
                 return exp.experiment_id
             location = None
             if self.artifact_root:
-                location = Path(self.artifact_root, spec.name).resolve().as_uri()
+                folder = f"{spec.name}{suffix.replace('/', '-')}"
+                location = Path(self.artifact_root, folder).resolve().as_uri()
             try:
                 return c.create_experiment(name, artifact_location=location)
             except Exception:  # created by a concurrent step in the meantime
@@ -156,6 +157,32 @@ class Tracking:
     def version_url(self, name: str, version: str) -> str:
         ui = self._ui()
         return f"{ui}/#/models/{quote(name)}/versions/{version}" if ui else ""
+
+    def log_report(
+        self, spec: ModelSpec, path: Path, metrics: dict[str, float], tags: dict[str, str]
+    ) -> tuple[str, str]:
+        """Keep a monitoring report (an HTML file) as an MLflow run of the experiment
+        ``<prefix><spec>/monitoring``, with its figures as metrics, so the UI can link to it
+        over HTTP. Returns the run's URL and the report's URL ("" without a UI)."""
+        experiment = self.ensure_experiment(spec, "/monitoring")
+
+        def log(c) -> str:
+            run = c.create_run(experiment, tags={"mlflow.runName": path.stem, **tags})
+            run_id = run.info.run_id
+            try:
+                for key, value in metrics.items():
+                    c.log_metric(run_id, key, value)
+                c.log_artifact(run_id, str(path))
+            except Exception:
+                c.set_terminated(run_id, "FAILED")
+                raise
+            c.set_terminated(run_id)
+            return run_id
+
+        run_id = self.call(f"log report {path.name}", log)
+        ui = self._ui()
+        report = f"{ui}/get-artifact?path={quote(path.name)}&run_uuid={run_id}" if ui else ""
+        return self.run_url(experiment, run_id), report
 
     # ---- registry -----------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 the committed prediction log."""
 
 import datetime as dt
+import urllib.request
 
 import dagster as dg
 
@@ -36,7 +37,16 @@ def test_drifted_traffic_fails_the_check_with_the_report_linked(server_env):
     assert meta["reference_commit"] == env.store(spec).head("main")
     assert "| plan |" in meta["columns"]
     with open(meta["report"], encoding="utf-8") as f:
-        assert "<html" in f.read().lower()
+        html = f.read()
+    assert "<html" in html.lower()
+    # the same report over HTTP, kept as a run of the monitoring experiment, linked both ways
+    with urllib.request.urlopen(meta["report_url"], timeout=10) as r:
+        assert r.read().decode("utf-8") == html
+    run_id = meta["report_run_url"].rsplit("/", 1)[1]
+    run = env.client().get_run(run_id)
+    assert run.data.tags["mlops.model_version"] == "1"
+    assert run.data.metrics["drift_share"] == meta["drift_share"]
+    assert meta["model_version_url"].endswith("/versions/1")
     check = _check(result)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert "features drifted" in check.description

@@ -300,6 +300,16 @@ def test_lineage_graph_and_model_page_in_a_browser(tmp_path, mlflow_server, monk
                 expect(_metadata_value(page, "window_rows")).to_have_text("400")
                 report = Path(drift["report"]).read_text(encoding="utf-8")
                 assert "<html" in report.lower() and "monthly_charges" in report
+                # ...with links a person can click: the report itself (kept as an MLflow run),
+                # and back to the model version that served the window.
+                for name in ("report_url", "model_version_url", "mlflow_run_url"):
+                    a = _metadata_value(page, name).locator("a[href]").first
+                    assert a.get_attribute("href") == drift[name], (name, drift[name])
+                assert drift["mlflow_run_url"] == model["mlflow_run_url"]
+                with urllib.request.urlopen(drift["report_url"], timeout=10) as r:
+                    served = r.read().decode("utf-8")
+                assert r.headers.get_content_type() == "text/html"
+                assert served == report
                 lap("asset pages")
             finally:
                 browser.close()

@@ -201,12 +201,39 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
         path = files.write_text(("reports", spec.name, f"drift-{stamp}.html"), result.html)
         pred = result.prediction
+        figures = {
+            "drift_share": float(result.drift_share),
+            "drifted_columns": float(result.drifted_count),
+        }
+        if result.prediction is not None:
+            figures["prediction_drift_score"] = float(result.prediction.score)
+        # The report as an MLflow run too: a link the UI can open (browsers refuse file://).
+        report_run, report_url = tracking.log_report(
+            spec,
+            path,
+            figures,
+            {
+                "mlops.kind": "drift_report",
+                "mlops.model_version": version,
+                "lakefs.commit": commit,
+                "dagster.run_id": context.run.run_id,
+            },
+        )
         meta.update(
             drift_share=float(result.drift_share),
             drifted_columns=int(result.drifted_count),
             columns=dg.MetadataValue.md(result.table()),
             report=dg.MetadataValue.path(str(path)),
         )
+        links = {
+            "report_url": report_url,
+            "report_run_url": report_run,
+            "model_version_url": tracking.version_url(spec.model_name, version),
+            "mlflow_run_url": tracking.run_url(
+                tracking.ensure_experiment(spec), str(serving.run_id)
+            ),
+        }
+        meta.update({k: dg.MetadataValue.url(v) for k, v in links.items() if v})
         if pred is not None:
             meta["prediction_drift_score"] = float(pred.score)
             meta["prediction_drifted"] = pred.drifted
@@ -241,6 +268,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
                 "drift_share": float(share),
                 "drifted_columns": int(result.drifted_count),
                 "report": dg.MetadataValue.path(str(path)),
+                **({"report_url": dg.MetadataValue.url(report_url)} if report_url else {}),
                 "serving_version": version,
                 "skipped": False,
             },

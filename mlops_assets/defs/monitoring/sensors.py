@@ -110,7 +110,12 @@ def build_monitoring_sensor(spec: ModelSpec, interval_seconds: int = 10) -> dg.S
 
 # (check name, asset key builder, trigger tag, figures copied into the run's tags)
 EVIDENCE = [
-    ("drift", drift_report_key, "drift", ("drift_share", "drifted_columns", "report")),
+    (
+        "drift",
+        drift_report_key,
+        "drift",
+        ("drift_share", "drifted_columns", "report", "report_url"),
+    ),
     (
         "performance",
         production_performance_key,
