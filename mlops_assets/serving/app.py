@@ -9,7 +9,9 @@ Routes
 - ``GET /metrics``: Prometheus text.
 - Admin (``Authorization: Bearer <token>``): ``GET/PUT /admin/deployments/{name}`` (the
   deployment state: production, candidate, weight, mode), ``GET /admin/stats/{name}`` and
-  ``POST /admin/stats/{name}/reset`` (per-version window a rollout watches).
+  ``POST /admin/stats/{name}/reset`` (per-version window a rollout watches), ``PUT
+  /admin/monitoring/{name}`` (drift share, live score change and the serving version's
+  registration time, pushed by the monitoring assets and exported as gauges for alerting).
 
 Bad input is a 4xx that names the field (never a 500); a 500 means the model itself failed.
 Concurrent requests for one version are answered by one ``predict`` call (micro-batching): the
@@ -480,6 +482,16 @@ class InferenceServer:
                         "load_failed",
                     ) from None
                 return "/admin/deployments", 200, json.dumps(state.as_dict()).encode(), "", ""
+        if kind == "monitoring" and len(parts) == 3 and method == "PUT":
+            body = await self._read(scope, receive)
+            self.metrics.monitored(name, _monitoring_figures(body))
+            return (
+                "/admin/monitoring",
+                200,
+                json.dumps(self.metrics.monitoring[name]).encode(),
+                "",
+                "",
+            )
         if kind == "stats" and len(parts) == 3 and method == "GET":
             stats = {v: w.summary() for v, w in served.windows.items()}
             return "/admin/stats", 200, json.dumps(stats).encode(), "", ""
@@ -487,6 +499,31 @@ class InferenceServer:
             served.windows.clear()
             return "/admin/stats", 200, b"{}", "", ""
         raise HTTPError(404, f"no admin route {method} /{'/'.join(parts)}", "no_route")
+
+
+ADMIN = ("deployments", "stats", "monitoring")
+MONITORING_FIGURES = ("drift_share", "live_score_change", "model_created")
+
+
+def _monitoring_figures(body: object) -> dict:
+    """``{"version": "3", "drift_share": 0.5, ...}``: what the monitoring assets report."""
+    if not isinstance(body, dict) or not isinstance(body.get("version"), str):
+        raise HTTPError(422, "monitoring: a JSON object with a string 'version'", "bad_input")
+    out: dict = {"version": body["version"]}
+    for key, value in body.items():
+        if key == "version":
+            continue
+        if key not in MONITORING_FIGURES:
+            raise HTTPError(
+                422,
+                f"monitoring: unknown figure {key!r}; known: {', '.join(MONITORING_FIGURES)}",
+                "bad_input",
+                key,
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise HTTPError(422, f"monitoring: {key!r} must be a number", "bad_input", key)
+        out[key] = float(value)
+    return out
 
 
 ROUTES = {
@@ -509,6 +546,6 @@ def _template(path: str) -> str:
             tail = tail[2:]
         if tail in ((), ("ready",), ("infer",)):
             return "/v2/models/{name}" + "".join(f"/{t}" for t in tail)
-    if parts[:1] == ("admin",) and len(parts) >= 2 and parts[1] in ("deployments", "stats"):
+    if parts[:1] == ("admin",) and len(parts) >= 2 and parts[1] in ADMIN:
         return f"/admin/{parts[1]}"
     return "other"

@@ -53,6 +53,11 @@ class ServingClient:
         self._ok(r)
         return r.json()
 
+    def report_monitoring(self, model: str, version: str, **figures: float) -> dict:
+        r = self._call("PUT", f"/admin/monitoring/{model}", json={"version": version, **figures})
+        self._ok(r)
+        return r.json()
+
     def stats(self, model: str) -> dict:
         r = self._call("GET", f"/admin/stats/{model}")
         self._ok(r)

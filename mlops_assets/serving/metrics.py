@@ -4,6 +4,7 @@ histograms keyed by label tuples. Single-threaded use from the event loop."""
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -39,6 +40,8 @@ class Metrics:
         self.latency = Histogram(LATENCY_BUCKETS)  # (route, model, version)
         self.predictions = Histogram(PREDICTION_BUCKETS)  # (model, version)
         self.rows: dict[tuple, int] = defaultdict(int)  # (model, version)
+        # What Dagster's monitoring found, pushed by its assets: model -> figures
+        self.monitoring: dict[str, dict] = {}
 
     def request(self, route, model, version, code, seconds) -> None:
         self.requests[(route, model, version, str(code))] += 1
@@ -51,7 +54,10 @@ class Metrics:
         self.rows[(model, version)] += len(values)
         self.predictions.observe_many((model, version), np.asarray(values, dtype="float64"))
 
-    def render(self) -> str:
+    def monitored(self, model: str, figures: dict) -> None:
+        self.monitoring[model] = {**self.monitoring.get(model, {}), **figures}
+
+    def render(self, now: float | None = None) -> str:
         out: list[str] = []
 
         def labels(names, values) -> str:
@@ -91,7 +97,33 @@ class Metrics:
             ("model", "version"),
             labels,
         )
+        out += self._gauges(labels, time.time() if now is None else now)
         return "\n".join(out) + "\n"
+
+    def _gauges(self, labels, now: float) -> list[str]:
+        """Monitoring figures for alerting: drift share, live score change, model age."""
+        out: list[str] = []
+        gauges = (
+            ("mlops_drift_share", "Share of drifted features in the last drift report.", None),
+            (
+                "mlops_live_score_change",
+                "Live score vs the evaluated score, relative (negative: worse for a score).",
+                None,
+            ),
+            ("mlops_model_age_seconds", "Seconds since the serving version was registered.", 1),
+        )
+        for name, help_, age in gauges:
+            key = "model_created" if age else name.removeprefix("mlops_")
+            rows = [(m, f) for m, f in sorted(self.monitoring.items()) if key in f]
+            if not rows:
+                continue
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
+            for model, f in rows:
+                value = now - f[key] if age else f[key]
+                out.append(
+                    f"{name}{{{labels(('model', 'version'), (model, f['version']))}}} {value}"
+                )
+        return out
 
     @staticmethod
     def _histogram(name, help_, hist: Histogram, names, labels) -> list[str]:

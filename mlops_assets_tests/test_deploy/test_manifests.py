@@ -766,11 +766,10 @@ def test_inference_probes_and_scrape_target_are_routes_of_the_server(overlay):
 
 # --- monitoring -------------------------------------------------------------------------------
 
-# Gauges the monitoring side exports (not the inference server): referenced, checked by name.
-FUTURE_GAUGES = {"mlops_drift_share": {"model"}, "mlops_model_age_seconds": {"model"}}
 EXPECTED_ALERTS = {
     "MlopsInferenceDown", "MlopsPredictionLatencyP95High", "MlopsPredictionErrorRateHigh",
     "MlopsServerErrors", "MlopsDataDriftWarning", "MlopsDataDriftCritical", "MlopsModelStale",
+    "MlopsLiveScoreOutOfBand",
 }  # fmt: skip
 
 
@@ -784,6 +783,9 @@ def exported_metrics() -> dict[str, set[str]]:
     m.request("/predict", "churn", "3", 200, 0.01)
     m.error("/predict", "bad_input")
     m.predicted("churn", "3", np.array([0.2, 0.7]))
+    # what the monitoring assets hand over (PUT /admin/monitoring/{model})
+    m.monitored("churn", {"version": "3", "drift_share": 0.5, "model_created": 1.0})
+    m.monitored("churn", {"live_score_change": -0.05})
     out: dict[str, set[str]] = {}
     for line in m.render().splitlines():
         if line.startswith("#"):
@@ -827,8 +829,9 @@ def test_alert_rules_are_complete_and_query_what_the_server_exports():
     objs = render(OVERLAYS["prod"])
     rules = rules_of(objs)
     assert {r["alert"] for r in rules} == EXPECTED_ALERTS
-    metrics = {**exported_metrics(), **FUTURE_GAUGES, "up": {"job", "namespace", "pod"}}
+    metrics = {**exported_metrics(), "up": {"job", "namespace", "pod"}}
     exported = {"mlops_requests_total", "mlops_errors_total", "mlops_request_seconds_bucket"}
+    exported |= {"mlops_drift_share", "mlops_model_age_seconds", "mlops_live_score_change"}
     assert exported <= set(metrics)
     for r in rules:
         name, expr = r["alert"], r["expr"]

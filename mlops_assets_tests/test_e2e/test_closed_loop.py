@@ -5,6 +5,7 @@ killed and restarted in the middle, without a duplicate run."""
 
 import datetime as dt
 import os
+import re
 
 import dagster as dg
 import pytest
@@ -105,6 +106,12 @@ def test_a_drifted_commit_retrains_and_rolls_out_by_itself(platform):
     reports = wait_until("a drift report of the drifted traffic", drifted, 120, interval=2)
     assert max(m["drift_share"] for m in reports) >= 0.5, reports
     assert all(m["report"].endswith(".html") for m in reports)
+    # ...and the server exports it for alerting (the monitoring assets hand it over)
+    import httpx
+
+    metrics = httpx.get(f"{platform.url}/metrics", timeout=10).text
+    shares = re.findall(r'mlops_drift_share\{model="churn",version="\d+"\} (\S+)', metrics)
+    assert shares and 'mlops_model_age_seconds{model="churn"' in metrics, metrics[-2000:]
 
     # the retrained model serves 100% — or it was refused / rolled back, with the reason
     if r.decision == "promoted":

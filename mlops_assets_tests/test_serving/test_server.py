@@ -291,3 +291,38 @@ def test_metrics_are_prometheus_text(server, client, registry):
     assert 'mlops_request_seconds_bucket{route="/predict",model="churn"' in text
     assert "mlops_prediction_value_bucket" in text
     assert 'mlops_errors_total{route="/predict",kind="bad_input"}' in text
+
+
+def test_monitoring_figures_become_gauges_for_alerting(server, client):
+    import time
+
+    from mlops_assets.serving.client import ServingClient, ServingError
+    from mlops_assets_tests.test_serving.conftest import TOKEN
+
+    admin = ServingClient(server, TOKEN)
+    created = time.time() - 3600
+    admin.report_monitoring("churn", "7", drift_share=0.6, model_created=created)
+    admin.report_monitoring("churn", "7", live_score_change=-0.05)
+    text = httpx.get(f"{server}/metrics").text
+    for line in text.splitlines():
+        assert line.startswith("# ") or SAMPLE.match(line), line
+    assert 'mlops_drift_share{model="churn",version="7"} 0.6' in text
+    assert 'mlops_live_score_change{model="churn",version="7"} -0.05' in text
+    (age,) = re.findall(r'mlops_model_age_seconds\{model="churn",version="7"\} (\S+)', text)
+    assert 3600 <= float(age) < 3700
+
+    # bad figures are refused, naming what is wrong; without the token, nothing at all
+    for body, words in [
+        ({"drift_share": 0.1}, "string 'version'"),
+        ({"version": "7", "accuracy": 0.9}, "unknown figure 'accuracy'"),
+        ({"version": "7", "drift_share": "high"}, "'drift_share' must be a number"),
+    ]:
+        r = httpx.put(
+            f"{server}/admin/monitoring/churn",
+            json=body,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 422 and words in r.text, r.text
+    with pytest.raises(ServingError, match="refused the admin token"):
+        ServingClient(server, "wrong").report_monitoring("churn", "7", drift_share=0.9)
+    assert 'mlops_drift_share{model="churn",version="7"} 0.6' in httpx.get(f"{server}/metrics").text

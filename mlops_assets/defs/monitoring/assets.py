@@ -7,6 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.deployment.assets import deployment_key
+from mlops_assets.defs.deployment.resources import ServingResource
 from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
 from mlops_assets.defs.training.resources import MlflowResource
 from mlops_assets.featurize import SPLIT, build_features
@@ -18,6 +19,7 @@ from mlops_assets.monitoring.performance import (
     live_score,
 )
 from mlops_assets.quality import load_dataset
+from mlops_assets.serving.client import ServingError
 from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound
@@ -118,6 +120,18 @@ def serving_version(tracking, spec: ModelSpec, what: str):
     return serving
 
 
+def push_figures(context, serving: ServingResource, spec: ModelSpec, model_version, **figures):
+    """Hand the figures to the inference server, which exports them as gauges for alerting
+    (drift share, live score change, model age). Best effort: monitoring never fails on it."""
+    created = getattr(model_version, "creation_timestamp", None)
+    if created:
+        figures["model_created"] = created / 1000.0
+    try:
+        serving.client().report_monitoring(spec.name, str(model_version.version), **figures)
+    except ServingError as e:
+        context.log.warning(f"figures not handed to the inference server: {e}")
+
+
 def skipped(check: str, version: str, meta: dict, reason: str):
     """Outputs of a window that cannot be judged: the reason, and a WARN that never retrains."""
     yield dg.Output({"version": version, "skipped": reason}, metadata={**meta, "skipped": reason})
@@ -155,11 +169,12 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         data_store: DataStoreResource,
         mlflow: MlflowResource,
         files: LocalFilesResource,
+        serving: ServingResource,
     ):
         tracking = mlflow.tracking()
-        serving = serving_version(tracking, spec, "to monitor")
-        version = serving.version
-        commit = serving.tags.get("lakefs.commit")
+        serving_model = serving_version(tracking, spec, "to monitor")
+        version = serving_model.version
+        commit = serving_model.tags.get("lakefs.commit")
         if not commit:
             raise dg.Failure(f"version {version} has no lakefs.commit tag", allow_retries=False)
 
@@ -230,10 +245,11 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
             "report_run_url": report_run,
             "model_version_url": tracking.version_url(spec.model_name, version),
             "mlflow_run_url": tracking.run_url(
-                tracking.ensure_experiment(spec), str(serving.run_id)
+                tracking.ensure_experiment(spec), str(serving_model.run_id)
             ),
         }
         meta.update({k: dg.MetadataValue.url(v) for k, v in links.items() if v})
+        push_figures(context, serving, spec, serving_model, drift_share=float(result.drift_share))
         if pred is not None:
             meta["prediction_drift_score"] = float(pred.score)
             meta["prediction_drifted"] = pred.drifted
@@ -297,12 +313,13 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         config: PerformanceConfig,
         data_store: DataStoreResource,
         mlflow: MlflowResource,
+        serving: ServingResource,
     ):
         tracking = mlflow.tracking()
         metric = spec.evaluation.metric
-        serving = serving_version(tracking, spec, "to score")
-        version = serving.version
-        evaluated = serving.tags.get(f"gate.{metric}")
+        serving_model = serving_version(tracking, spec, "to score")
+        version = serving_model.version
+        evaluated = serving_model.tags.get(f"gate.{metric}")
         store = data_store.open(labels_repository(spec))
         window = labelled_window(store, spec, version, config.window_rows)
         meta: dict = {"serving_version": version, "labelled_rows": len(window), "metric": metric}
@@ -344,6 +361,9 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         )
         description = result.describe()
         context.log.info(description)
+        push_figures(
+            context, serving, spec, serving_model, live_score_change=float(result.relative_change)
+        )
         yield dg.Output(
             {"version": version, "metric": metric, "live": live, "evaluated": float(evaluated)},
             metadata=meta,
