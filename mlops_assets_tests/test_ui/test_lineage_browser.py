@@ -260,7 +260,9 @@ def test_lineage_graph_and_model_page_in_a_browser(tmp_path, mlflow_server, monk
                     ("deployment", "gray"),  # never materialized: no server in this test
                 ):
                     expect(_node_box(page, name)).to_have_attribute(
-                        "style", re.compile(f"--minimal-bg: var\\(--color-background-{color}\\)")
+                        "style",
+                        re.compile(f"--minimal-bg: var\\(--color-background-{color}\\)"),
+                        timeout=60_000,  # a loaded 2-core machine: the second query is slow
                     )
                 page.mouse.move(VIEWPORT["width"] / 2, 150)  # off the nodes, tooltip closed
                 page.keyboard.press("Escape")
