@@ -21,7 +21,7 @@ import orjson
 from mlops_assets.serving.predlog import predictions_repository
 from mlops_assets.simulator import simulate_batch
 from mlops_assets.specs import ModelSpec
-from mlops_assets.store import VersionedStore
+from mlops_assets.store import NothingToCommit, VersionedStore
 from mlops_assets.training.train import records
 
 LABELS = "labels/"
@@ -92,11 +92,20 @@ def commit_labels(store: VersionedStore, spec: ModelSpec, labels: list[dict]) ->
     now = dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S%f")
     lines = b"".join(orjson.dumps({**x, "labelled_at": now.timestamp()}) + b"\n" for x in labels)
+    path = f"{LABELS}{spec.name}/{now:%Y%m%d}/labels-{stamp}.jsonl"
     store.ensure_repository()
-    store.put("main", f"{LABELS}{spec.name}/{now:%Y%m%d}/labels-{stamp}.jsonl", lines)
-    return store.commit(
-        "main", f"labels: {len(labels)} row(s) of {spec.name}", {"rows": str(len(labels))}
-    ).id
+    store.put("main", path, lines)
+    try:
+        return store.commit(
+            "main", f"labels: {len(labels)} row(s) of {spec.name}", {"rows": str(len(labels))}
+        ).id
+    except NothingToCommit:
+        # Uncommitted changes on a branch are shared (as in lakeFS): the prediction log's
+        # committer took our file into its own commit between our put and our commit.
+        head = store.head("main")
+        if store.get(head, path) != lines:
+            raise
+        return head
 
 
 def read_labels(store: VersionedStore, ref: str, spec: ModelSpec) -> dict[tuple[str, int], float]:

@@ -113,6 +113,22 @@ def test_a_drifted_commit_retrains_and_rolls_out_by_itself(platform):
     shares = re.findall(r'mlops_drift_share\{model="churn",version="\d+"\} (\S+)', metrics)
     assert shares and 'mlops_model_age_seconds{model="churn"' in metrics, metrics[-2000:]
 
+    # `mlops traffic`: simulated clients against the real server, their labels delivered
+    import subprocess
+
+    from mlops_assets.loop import BIN
+
+    done = subprocess.run(
+        [str(BIN / "mlops"), "traffic", "churn", "--url", platform.url, "--rows", "20"],
+        env={**platform.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 request(s)" in done.stdout and "20 row(s) answered" in done.stdout
+    assert "20 label(s) delivered to churn-predictions" in done.stdout
+
     # the retrained model serves 100% — or it was refused / rolled back, with the reason
     if r.decision == "promoted":
         assert r.version_after == "2" and r.version_before == "1"
