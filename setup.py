@@ -36,6 +36,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.6",  # two workers: the suite waits on servers as much as on CPU
             "hypothesis>=6.100",
             "ruff>=0.6",
             "moto[server]>=5.0",
