@@ -8,6 +8,6 @@ scripts/test-deps.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 # Two workers, a test module each at a time (--dist loadfile keeps a module's fixtures in one
-# process): on 2 cores the suite takes about 9 minutes instead of 15, as much of it waits on
+# process): on 2 cores the suite takes about 10 minutes instead of 15.5, as much of it waits on
 # servers, the daemon and the browser.
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
