@@ -8,6 +8,20 @@ from mlops_assets.store.local import LocalStore
 
 DAY0 = dt.date(2026, 11, 1)
 
+# Tracking.configure() sets these process-wide; a test registers them with monkeypatch first
+# (pin_mlflow_http_env), so they are restored after it.
+MLFLOW_HTTP_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+
+def pin_mlflow_http_env(monkeypatch) -> None:
+    for var, value in MLFLOW_HTTP_ENV.items():
+        monkeypatch.setenv(var, value)
+
 
 @pytest.fixture(params=["churn", "demand"])
 def spec(request):

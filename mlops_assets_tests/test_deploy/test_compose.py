@@ -642,35 +642,44 @@ def test_mlflow_accepts_the_host_the_other_services_call_it_by():
     assert not is_allowed_host_header(allowed, "attacker.example:5000")
 
 
-def test_lakefs_setup_is_idempotent_and_fails_on_a_real_error(tmp_path):
-    """The one-shot's shell logic, run here with a stand-in for /app/lakefs."""
-    service = services()["lakefs-setup"]
-    assert service["entrypoint"] == ["/bin/sh", "-c"]
-    (script,) = service["command"]
+# What `lakefs setup` may say, its exit code, and the exit code the setup script must give.
+LAKEFS_SETUP_OUTCOMES = {
+    "credentials:\n  access_key_id: X\n": (0, 0),
+    "Setup is already complete.\n": (1, 0),
+    "Failed to setup DB: connection refused\n": (1, 1),
+}
+
+
+def run_lakefs_setup(script: str, env: dict, tmp_path: Path):
+    """Run a lakeFS setup script with a stand-in for /app/lakefs saying each outcome in
+    turn; yield (exit code wanted, the script's result, the stand-in's argv)."""
     fake = tmp_path / "lakefs"
-    env = {**env_of(service), "PATH": "/usr/bin:/bin"}
-    outcomes = {
-        "credentials:\n  access_key_id: X\n": (0, 0),
-        "Setup is already complete.\n": (1, 0),
-        "Failed to setup DB: connection refused\n": (1, 1),
-    }
-    for said, (lakefs_rc, expected_rc) in outcomes.items():
+    for said, (lakefs_rc, expected_rc) in LAKEFS_SETUP_OUTCOMES.items():
         fake.write_text(
             f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\nprintf '{said}'\nexit {lakefs_rc}\n"
         )
         fake.chmod(0o755)
         done = subprocess.run(
             ["/bin/sh", "-c", script.replace("/app/lakefs", str(fake))],
-            env=env,
+            env={**env, "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
             timeout=30,
         )
         assert done.returncode == expected_rc, (said, done.stdout, done.stderr)
-        argv = (tmp_path / "argv").read_text().split()
-        assert argv[0] == "setup" and flag(argv, "--access-key-id") == env["ADMIN_ACCESS_KEY_ID"]
         if expected_rc:
             assert "connection refused" in done.stdout
+        yield (tmp_path / "argv").read_text().split()
+
+
+def test_lakefs_setup_is_idempotent_and_fails_on_a_real_error(tmp_path):
+    """The one-shot's shell logic, run here with a stand-in for /app/lakefs."""
+    service = services()["lakefs-setup"]
+    assert service["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = service["command"]
+    env = env_of(service)
+    for argv in run_lakefs_setup(script, env, tmp_path):
+        assert argv[0] == "setup" and flag(argv, "--access-key-id") == env["ADMIN_ACCESS_KEY_ID"]
 
 
 def _compose_cli() -> list[str] | None:

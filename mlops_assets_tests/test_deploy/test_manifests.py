@@ -28,7 +28,7 @@ import referencing
 import yaml
 
 from mlops_assets_tests.processes import REPO
-from mlops_assets_tests.test_deploy.test_compose import parse, services
+from mlops_assets_tests.test_deploy.test_compose import parse, run_lakefs_setup, services
 from mlops_assets_tests.test_e2e.test_container import (
     default_command,
     dockerfile_env,
@@ -677,30 +677,9 @@ def test_lakefs_setup_creates_our_admin_once_and_fails_on_a_real_error(tmp_path)
     assert "$(/app/lakefs setup" in script  # `$$(` became the shell's `$(`
     ours_ = container_env(objs, container(objs, "mlops-inference"))
     assert env["ADMIN_ACCESS_KEY_ID"] == ours_["LAKEFS_ACCESS_KEY_ID"]
-    fake = tmp_path / "lakefs"
-    outcomes = {
-        "credentials:\n  access_key_id: X\n": (0, 0),
-        "Setup is already complete.\n": (1, 0),
-        "Failed to setup DB: connection refused\n": (1, 1),
-    }
-    for said, (lakefs_rc, expected_rc) in outcomes.items():
-        fake.write_text(
-            f"#!/bin/sh\necho \"$@\" > {tmp_path}/argv\nprintf '{said}'\nexit {lakefs_rc}\n"
-        )
-        fake.chmod(0o755)
-        done = subprocess.run(
-            ["/bin/sh", "-c", script.replace("/app/lakefs", str(fake))],
-            env={**env, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert done.returncode == expected_rc, (said, done.stdout, done.stderr)
-        argv = (tmp_path / "argv").read_text().split()
+    for argv in run_lakefs_setup(script, env, tmp_path):
         assert argv[:3] == ["setup", "--user-name", "admin"]
         assert argv[argv.index("--access-key-id") + 1] == ours_["LAKEFS_ACCESS_KEY_ID"]
-        if expected_rc:
-            assert "connection refused" in done.stdout
 
 
 def with_dev_secrets(objs: list[dict]) -> list[dict]:

@@ -20,7 +20,7 @@ from dagster_postgres import (
 from mlops_assets.defs.data.assets import dataset_key, raw_data_key
 from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
-from mlops_assets_tests.conftest import seed_store
+from mlops_assets_tests.conftest import pin_mlflow_http_env, seed_store
 from mlops_assets_tests.processes import BIN, REPO
 
 DATASET_CHECKS = ("schema", "nulls", "ranges", "row_count", "duplicate_keys")
@@ -32,14 +32,7 @@ def churn(production_home, tmp_path, monkeypatch):
     monkeypatch.setenv("MLOPS_DATA_DIR", str(tmp_path / "data"))
     for var in ("MLOPS_DATA_BACKEND", "MLOPS_SPECS_DIR", "MLFLOW_TRACKING_URI", "MLFLOW_UI_URL"):
         monkeypatch.delenv(var, raising=False)
-    # Tracking.configure() sets these process-wide; registering them here restores them after.
-    for var, value in {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }.items():
-        monkeypatch.setenv(var, value)
+    pin_mlflow_http_env(monkeypatch)  # restored after the test
     from mlops_assets import settings
     from mlops_assets.specs.model import get_spec
     from mlops_assets.store.local import LocalStore

@@ -9,7 +9,7 @@ import yaml
 from mlops_assets.specs import ModelSpec
 from mlops_assets.specs.model import SPECS_DIR, get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets_tests.conftest import seed_store
+from mlops_assets_tests.conftest import pin_mlflow_http_env, seed_store
 
 
 @dataclass
@@ -71,14 +71,7 @@ def make_env(tmp_path, monkeypatch, tracking_uri: str | None) -> Env:
     monkeypatch.setenv("MLOPS_SPECS_DIR", specs_dir)
     monkeypatch.delenv("MLOPS_DATA_BACKEND", raising=False)
     monkeypatch.delenv("MLFLOW_UI_URL", raising=False)
-    # Tracking.configure() sets these process-wide; registering them here restores them after.
-    for var, value in {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }.items():
-        monkeypatch.setenv(var, value)
+    pin_mlflow_http_env(monkeypatch)  # restored after the test
     if tracking_uri:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     else:

@@ -26,6 +26,7 @@ from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 from mlops_assets.training.tracking import PRODUCTION, Tracking
 from mlops_assets.training.train import inputs, predictions
+from mlops_assets_tests.conftest import pin_mlflow_http_env
 from mlops_assets_tests.processes import BIN, REPO, free_port, graphql, start, stop, wait_until
 from mlops_assets_tests.test_e2e.test_cli_training import latest_meta, materialize
 from mlops_assets_tests.test_training.conftest import unique_specs
@@ -146,14 +147,7 @@ def test_lineage_graph_and_model_page_in_a_browser(tmp_path, mlflow_server, monk
         MLOPS_SPECS_DIR=str(specs_dir),
         MLFLOW_TRACKING_URI=mlflow_server.url,
     )
-    # Tracking.configure() sets these process-wide; registered here, they are restored after.
-    for var, value in {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
-        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }.items():
-        monkeypatch.setenv(var, value)
+    pin_mlflow_http_env(monkeypatch)  # restored after the test
 
     # 1. Data, features, model and gate, by the CLI on the fresh instance.
     done, rejected = seed_demo(
