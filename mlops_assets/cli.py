@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mlops_assets import settings
 from mlops_assets.ingest import IngestResult, ingest_batch
-from mlops_assets.seeding import batch_days, seed_demo
+from mlops_assets.seeding import DEMO_DAYS, DEMO_ROWS, batch_days, seed_demo
 from mlops_assets.simulator import DRIFTS, FAULTS, inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.specs import ModelSpec, load_specs
 from mlops_assets.specs.model import get_spec
@@ -256,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seed = sub.add_parser("seed", help="ingest N days of demo data for every spec (idempotent)")
-    seed.add_argument("--days", type=int, default=14)
-    seed.add_argument("--rows", type=int, default=400, help="rows per day")
+    seed.add_argument("--days", type=int, default=DEMO_DAYS)
+    seed.add_argument("--rows", type=int, default=DEMO_ROWS, help="rows per day")
     seed.add_argument("--seed", type=int, default=0)
     seed.add_argument("--end", help="last day, YYYY-MM-DD (default: yesterday)")
     seed.add_argument("--spec", action="append", help="only this spec (repeatable)")

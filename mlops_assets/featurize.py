@@ -27,6 +27,11 @@ def _holdout(keys: pd.Series, fraction: float, seed: int) -> pd.Series:
     return keys.astype(str).map(bucket) < fraction
 
 
+def is_holdout(keys: pd.Series, spec: ModelSpec) -> pd.Series:
+    """Which rows (by key) the spec's split puts in the holdout."""
+    return _holdout(keys, spec.split.holdout_fraction, spec.split.seed)
+
+
 def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """Key, timestamp, feature columns (typed), target and a ``split`` column, sorted by key."""
     ds = spec.dataset
@@ -47,7 +52,7 @@ def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     else:
         out[spec.target] = out[spec.target].astype("float64")
     out = out.sort_values(ds.key, kind="mergesort").reset_index(drop=True)
-    holdout = _holdout(out[ds.key], spec.split.holdout_fraction, spec.split.seed)
+    holdout = is_holdout(out[ds.key], spec)
     out[SPLIT] = np.where(holdout, "holdout", "train")
     return out
 

@@ -52,8 +52,11 @@ class Platform:
     them, each in its own session. Sets the environment of this process to match, so library
     calls (ingest, the instance) see the same platform."""
 
-    def __init__(self, home: Path, spec: str = "churn", log_seconds: float = 2.0):
+    def __init__(
+        self, home: Path, end: dt.date, spec: str = "churn", log_seconds: float = 2.0
+    ) -> None:
         self.home = Path(home)
+        self.end = end  # the last day of demo data; rounds land the days after it
         self.spec_name = spec
         self.port = procs.free_port()
         self.specs_dir = self.home / "specs"
@@ -85,7 +88,12 @@ class Platform:
         os.environ.update(
             {k: v for k, v in self.env.items() if k.startswith(("MLOPS_", "DAGSTER_"))}
         )
-        self._cli([str(BIN / "mlops"), "seed", "--days", str(days), "--rows", str(rows)])
+        self._cli(
+            [
+                *(str(BIN / "mlops"), "seed", "--days", str(days), "--rows", str(rows)),
+                *("--end", self.end.isoformat()),
+            ]
+        )
         self._cli(
             [
                 str(BIN / "dagster"),
@@ -209,7 +217,8 @@ class Platform:
         from mlops_assets.traffic import send_traffic
 
         spec = get_spec(self.spec_name)
-        result = send_traffic(self.url, spec, dt.date.today(), rows=requests, batch=1, seed=99)
+        day = self.end + dt.timedelta(days=1)
+        result = send_traffic(self.url, spec, day, rows=requests, batch=1, seed=99)
         return result.versions
 
 
@@ -422,16 +431,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the temporary DAGSTER_HOME")
+    parser.add_argument(
+        "--end",
+        type=dt.date.fromisoformat,
+        default=dt.date.today() - dt.timedelta(days=1),
+        help="last day of the seeded demo data, YYYY-MM-DD (default: yesterday)",
+    )
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="mlops-loop-"))
     rounds: list[Round] = []
     try:
         print(f"loop bench: preparing {home} (seed, first model)", flush=True)
-        with Platform(home) as platform:
+        with Platform(home, args.end) as platform:
             platform.prepare()
             platform.start()
             for i in range(args.rounds):
-                day = dt.date.today() + dt.timedelta(days=i + 1)
+                day = args.end + dt.timedelta(days=i + 1)
                 r = run_round(platform, day)
                 rounds.append(r)
                 print(

@@ -11,6 +11,10 @@ from mlops_assets.specs import ModelSpec
 from mlops_assets.store import VersionedStore
 
 DAY = re.compile(r"day-(\d{4}-\d{2}-\d{2})")
+# What `mlops seed` (and so scripts/run.sh) seeds by default: the size a newcomer's first model
+# is trained on. test_demo_signal.py checks the demo clears its gate at it on every day.
+DEMO_DAYS = 14
+DEMO_ROWS = 400
 
 
 def batch_days(store: VersionedStore, spec: ModelSpec) -> list[dt.date]:
@@ -27,8 +31,8 @@ def batch_days(store: VersionedStore, spec: ModelSpec) -> list[dt.date]:
 def seed_demo(
     store: VersionedStore,
     spec: ModelSpec,
-    days: int = 14,
-    rows: int = 400,
+    days: int = DEMO_DAYS,
+    rows: int = DEMO_ROWS,
     seed: int = 0,
     end: dt.date | None = None,
 ) -> tuple[int, list[IngestResult]]:

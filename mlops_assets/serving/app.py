@@ -37,10 +37,21 @@ from mlops_assets.serving.predlog import PredictionLog
 from mlops_assets.serving.schema import InputError, InputSchema
 from mlops_assets.serving.state import Deployment, Window
 from mlops_assets.specs import ModelSpec
+from mlops_assets.training.train import decision_threshold
 
 log = logging.getLogger("mlops.serving")
 
 JSON = [(b"content-type", b"application/json")]
+
+
+def no_production_message(name: str) -> str:
+    """What a client of a model with nothing in production is told, and what to do about it."""
+    return (
+        f"no production version of {name!r} yet: no registered version has the 'production' "
+        f"alias. Train and gate one (dagster asset materialize -m mlops_assets.definitions "
+        f"--select '+{name}/model_evaluation'); if the gate refused it, its reason is on the "
+        f"{name}/model_evaluation asset in the Dagster UI. The server picks it up by itself."
+    )
 
 
 class HTTPError(Exception):
@@ -80,6 +91,8 @@ class Batcher:
 
     def __init__(self, served: Served, version: str, pipeline):
         self.served, self.version, self.pipeline = served, version, pipeline
+        # A classifier's label is decided at the threshold chosen when it was trained.
+        self.threshold = decision_threshold(pipeline)
         self.pending: list[tuple[dict, int, asyncio.Future]] = []
         self.scheduled = False
 
@@ -101,7 +114,7 @@ class Batcher:
         frame = served.schema.frame(merged)
         if served.spec.task == "classification":
             proba = self.pipeline.predict_proba(frame)[:, 1]
-            return (proba >= 0.5).astype("int64"), proba
+            return (proba >= self.threshold).astype("int64"), proba
         return self.pipeline.predict(frame), None
 
     def _run(self) -> None:
@@ -321,7 +334,7 @@ class InferenceServer:
                     )
                 version = pinned
         if version is None:
-            raise HTTPError(503, f"model {served.spec.name!r} has no version yet", "not_ready")
+            raise HTTPError(503, no_production_message(served.spec.name), "not_ready")
         if version not in served.batchers:  # no await since the pick: the version is loaded
             served.batchers[version] = Batcher(served, version, served.pipelines[version])
         batcher = served.batchers[version]
@@ -410,6 +423,14 @@ class InferenceServer:
                     "inputs": served.schema.describe(),
                     "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
                 }
+                if served.spec.task == "classification":
+                    meta["parameters"] = {
+                        "decision_thresholds": {
+                            v: decision_threshold(served.pipelines[v])
+                            for v in sorted(served.deployment.versions())
+                            if v in served.pipelines
+                        }
+                    }
                 return "/v2/models/{name}", 200, json.dumps(meta).encode(), name, ""
             if method == "GET" and rest == ["ready"]:
                 ready = served.deployment.production is not None

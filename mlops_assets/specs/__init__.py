@@ -12,6 +12,7 @@ from mlops_assets.specs.model import (
     Hyperparameters,
     ModelSpec,
     SplitSpec,
+    ThresholdSpec,
     load_specs,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "Hyperparameters",
     "ModelSpec",
     "SplitSpec",
+    "ThresholdSpec",
     "load_specs",
 ]

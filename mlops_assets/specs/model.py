@@ -120,6 +120,64 @@ class EvaluationSpec(_Strict):
         return self.metric not in LOWER_IS_BETTER
 
 
+ThresholdMetric = Literal["f1", "f2", "balanced_accuracy", "accuracy", "matthews"]
+
+
+class ThresholdSpec(_Strict):
+    """How a classifier turns P(class 1) into a label. Part of the model: it is chosen at
+    training, stored in the model and its registered version, and used by the gate's label
+    metrics, the inference server's labels and live performance.
+
+    In YAML: ``threshold: 0.5`` (a fixed value) or ``threshold: {maximize: f1}`` (the value that
+    maximises the metric on a validation slice of the train split, never on the holdout).
+    """
+
+    fixed: float | None = Field(
+        default=None, gt=0, lt=1, description="answer class 1 when P(class 1) >= this value"
+    )
+    maximize: ThresholdMetric | None = Field(
+        default=None,
+        description=(
+            "choose the threshold that maximises this metric on a validation slice of the train "
+            "split: f1, f2 (recall weighs double), balanced_accuracy, accuracy or matthews"
+        ),
+    )
+    validation_fraction: float = Field(
+        default=0.25,
+        ge=0.05,
+        le=0.5,
+        description="share of the train split held out to choose the threshold (maximize only)",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_number_is_fixed(cls, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return {"fixed": value}
+        return value
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ThresholdSpec:
+        if self.fixed is not None and self.maximize is not None:
+            raise ValueError("give either a fixed threshold or a metric to maximize, not both")
+        return self
+
+    @property
+    def rule(self) -> str:
+        """How the threshold is chosen, in words (logged with the model)."""
+        if self.maximize is not None:
+            return (
+                f"maximize {self.maximize} on a {self.validation_fraction:.0%} validation slice "
+                "of the train split"
+            )
+        return f"fixed at {self.value}"
+
+    @property
+    def value(self) -> float:
+        """The fixed threshold (0.5 when the spec says nothing)."""
+        return 0.5 if self.fixed is None else self.fixed
+
+
 class FreshnessSpec(_Strict):
     """How old the model and the dataset may get before they count as stale (Dagster
     freshness policies; a stale model is retrained by the ``<spec>_stale_model`` sensor)."""
@@ -153,6 +211,10 @@ class ModelSpec(_Strict):
     )
     model: Hyperparameters = Hyperparameters()
     evaluation: EvaluationSpec
+    threshold: ThresholdSpec = Field(
+        default=ThresholdSpec(),
+        description="classification: how P(class 1) becomes a label (default: fixed at 0.5)",
+    )
     freshness: FreshnessSpec = FreshnessSpec()
 
     @model_validator(mode="after")
@@ -170,6 +232,8 @@ class ModelSpec(_Strict):
                 f"evaluation.metric {self.evaluation.metric!r} is not a {self.task} metric: use "
                 f"one of {', '.join(TASK_METRICS[self.task])}"
             )
+        if self.task == "regression" and self.threshold != ThresholdSpec():
+            raise ValueError("threshold applies to classification only: remove it from the spec")
         return self
 
     def digest(self, exclude: set[str] | None = None) -> str:

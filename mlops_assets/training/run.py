@@ -70,6 +70,17 @@ def lineage_tags(
     return tags
 
 
+def threshold_tags(trained: Trained) -> dict[str, str]:
+    """A classifier's decision threshold and how it was chosen, as run and version tags (the
+    model itself carries the threshold; these make it visible in the registry)."""
+    if trained.threshold is None:
+        return {}
+    return {
+        "mlops.decision_threshold": f"{trained.threshold:g}",
+        "mlops.threshold_rule": trained.threshold_rule,
+    }
+
+
 def train_and_log(
     tracking: Tracking,
     spec: ModelSpec,
@@ -86,7 +97,7 @@ def train_and_log(
     trained = fit(features, spec, params)
     blob, trusted = model_bytes(trained.pipeline)
     digest = lineage.model_digest(blob)
-    all_tags = {**tags, "mlops.model_digest": digest}
+    all_tags = {**tags, "mlops.model_digest": digest, **threshold_tags(trained)}
     example = inputs(features.head(EXAMPLE_ROWS), spec)
     # what the logged model's pyfunc predict() returns: labels for a classifier
     answers = trained.pipeline.predict(example)
@@ -94,6 +105,8 @@ def train_and_log(
     def log(_):
         mlflow.log_params({f"model.{k}": v for k, v in params.model_dump().items()})
         mlflow.log_params({"train_rows": trained.train_rows, "holdout_rows": trained.holdout_rows})
+        if trained.threshold is not None:
+            mlflow.log_param("decision_threshold", trained.threshold)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
         mlflow.set_tags(all_tags)
         return log_model(trained.pipeline, example, answers, trusted)

@@ -21,10 +21,67 @@ class TrainingError(ValueError):
 
 @dataclass(frozen=True)
 class Trained:
-    pipeline: Pipeline
+    pipeline: Pipeline  # for a classifier, the pipeline inside its decision threshold
     metrics: dict[str, float]
     train_rows: int
     holdout_rows: int
+    threshold: float | None = None  # classifiers: P(class 1) at or above which the label is 1
+    threshold_rule: str = ""  # how it was chosen, in words
+
+
+def decision_threshold(model) -> float:
+    """The P(class 1) at or above which a classifier answers 1: the threshold chosen at training
+    and kept in the model (0.5 for a model logged before thresholds were part of it)."""
+    value = getattr(model, "threshold", None)
+    return float(value) if isinstance(value, (int, float)) else 0.5
+
+
+def _threshold_score(metric: str, y, labels) -> float:
+    from sklearn import metrics as skm
+
+    if metric == "f1":
+        return skm.f1_score(y, labels, zero_division=0)
+    if metric == "f2":
+        return skm.fbeta_score(y, labels, beta=2, zero_division=0)
+    if metric == "balanced_accuracy":
+        return skm.balanced_accuracy_score(y, labels)
+    if metric == "accuracy":
+        return skm.accuracy_score(y, labels)
+    return skm.matthews_corrcoef(y, labels)
+
+
+def best_threshold(metric: str, y: np.ndarray, probability: np.ndarray) -> float:
+    """The threshold on a 0.01 grid that maximises ``metric``; ties go to the one nearest 0.5."""
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    scores = np.array([_threshold_score(metric, y, probability >= t) for t in grid])
+    best = np.flatnonzero(scores >= scores.max() - 1e-12)
+    return float(grid[best[np.argmin(np.abs(grid[best] - 0.5))]])
+
+
+def choose_threshold(
+    spec: ModelSpec, params: Hyperparameters, x: pd.DataFrame, y: pd.Series
+) -> float:
+    """The spec's threshold rule applied to the train split only (the holdout stays unseen):
+    a fixed value, or the one that maximises a metric on a validation slice of ``x``."""
+    rule = spec.threshold
+    if rule.maximize is None:
+        return rule.value
+    from sklearn.model_selection import train_test_split
+
+    from mlops_assets.training.pipeline import build_pipeline
+
+    smallest = int(y.value_counts().min())
+    if smallest < 4:
+        raise TrainingError(
+            f"model {spec.name!r}: target {spec.target!r} has {smallest} training row(s) of its "
+            f"rarest class, too few to choose a threshold on a validation slice: ingest more "
+            "data, or set a fixed threshold in the spec (threshold: 0.5)"
+        )
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x, y, test_size=rule.validation_fraction, stratify=y, random_state=params.random_state
+    )
+    probe = build_pipeline(spec, params).fit(x_fit, y_fit)
+    return best_threshold(rule.maximize, y_val.to_numpy(), probe.predict_proba(x_val)[:, 1])
 
 
 def inputs(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -89,8 +146,24 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
     from mlops_assets.training.pipeline import build_pipeline
 
     pipeline = build_pipeline(spec, params)
-    pipeline.fit(x_train, y_train)
-    return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
+    if spec.task != "classification":
+        pipeline.fit(x_train, y_train)
+        return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    threshold = choose_threshold(spec, params, x_train, y_train)
+    # The threshold travels inside the model: predict() answers at it everywhere the model goes
+    # (gate, registry pyfunc, server, reproduction).
+    model = FixedThresholdClassifier(pipeline, threshold=threshold, response_method="predict_proba")
+    model.fit(x_train, y_train)
+    return Trained(
+        model,
+        score(model, x_hold, y_hold, spec),
+        len(x_train),
+        len(x_hold),
+        threshold,
+        spec.threshold.rule,
+    )
 
 
 def records(frame: pd.DataFrame, spec: ModelSpec) -> list[dict]:

@@ -46,7 +46,9 @@ def test_definitions_validate(home):
 
 
 def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
-    seeded = run([BIN / "mlops", "seed", "--days", "3", "--rows", "100"], home)
+    seeded = run(
+        [BIN / "mlops", "seed", "--days", "3", "--rows", "100", "--end", "2026-11-03"], home
+    )
     assert "[churn] seeded 3 day(s)" in seeded.stdout
     materialize_data_and_features(home)
     data_dir = os.path.join(home["DAGSTER_HOME"], "mlops-data")

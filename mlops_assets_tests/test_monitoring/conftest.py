@@ -34,7 +34,7 @@ def serve_rows(env, spec, drift: str, rows: int, request_id: str = "req-1", seed
         version,
         request_id,
         columns,
-        {"prediction": (values >= 0.5).astype(int).tolist(), "probability": values.tolist()},
+        {"prediction": model.predict(x).tolist(), "probability": values.tolist()},
     )
     log.close()
     return frame

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from mlops_assets.specs.model import get_spec
 from mlops_assets.training.tracking import Tracking
-from mlops_assets.training.train import inputs
+from mlops_assets.training.train import decision_threshold, inputs
 
 
 def test_predictions_equal_the_registered_model_in_process(client, registry):
@@ -29,7 +29,9 @@ def test_predictions_equal_the_registered_model_in_process(client, registry):
         if spec.task == "classification":
             expected = model.predict_proba(frame)[:, 1]
             assert answer["probabilities"] == expected.tolist()
-            assert answer["predictions"] == (expected >= 0.5).astype(int).tolist()
+            # labels at the threshold chosen in training and kept in the model, not at 0.5
+            assert answer["predictions"] == model.predict(frame).tolist()
+            assert decision_threshold(model) != 0.5 and spec.threshold.maximize == "f1"
         else:
             assert answer["predictions"] == model.predict(frame).tolist()
 

@@ -159,6 +159,7 @@ def build_training_assets(spec: ModelSpec) -> list:
             "lakefs_commit": commit,
             "metrics": logged.trained.metrics,
             "params": params.model_dump(),
+            "decision_threshold": logged.trained.threshold,
         }
         meta: dict = {
             **{k: float(v) for k, v in logged.trained.metrics.items()},
@@ -175,6 +176,9 @@ def build_training_assets(spec: ModelSpec) -> list:
             "params": dg.MetadataValue.json(params.model_dump()),
             "tracking_uri": tracking.tracking_uri,
         }
+        if logged.trained.threshold is not None:
+            meta["decision_threshold"] = dg.MetadataValue.float(logged.trained.threshold)
+            meta["threshold_rule"] = logged.trained.threshold_rule
         _url(meta, "mlflow_run_url", tracking.run_url(logged.experiment_id, logged.run_id))
         _url(meta, "model_version_url", tracking.version_url(name, str(version.version)))
         return dg.Output(value, data_version=dg.DataVersion(logged.run_hash), metadata=meta)
@@ -294,6 +298,9 @@ def build_training_assets(spec: ModelSpec) -> list:
             "aliases_moved": ", ".join(moved) or "none",
             "scores": dg.MetadataValue.md(_table(challenger_scores, champion_scores)),
         }
+        if trained_model.get("decision_threshold") is not None:
+            # label metrics (accuracy, F1) are at the threshold each version carries
+            meta["challenger_threshold"] = float(trained_model["decision_threshold"])
         if champion_scores:
             meta[f"champion_{metric}"] = float(champion_scores[metric])
         _url(meta, "challenger_url", tracking.version_url(name, version))
