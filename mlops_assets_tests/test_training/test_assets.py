@@ -79,6 +79,15 @@ def test_first_version_is_traced_both_ways_and_becomes_champion_through_the_gate
     assert {f"holdout_{m}" for m in spec.metrics} <= set(run.data.metrics)
     assert run.data.params["model.n_estimators"] == str(spec.model.n_estimators)
     assert mat.tags["dagster/data_version"] == meta["run_hash"]
+    if spec.task == "classification":
+        # the decision threshold is part of the model: in the run, the version and the UI
+        threshold = meta["decision_threshold"]
+        assert 0 < threshold < 1 and meta["threshold_rule"].startswith("maximize f1")
+        assert float(run.data.params["decision_threshold"]) == threshold
+        assert float(mv.tags["mlops.decision_threshold"]) == threshold
+        assert env.tracking().load_model(spec.model_name, version).threshold == threshold
+    else:
+        assert "decision_threshold" not in meta and "decision_threshold" not in run.data.params
 
     # the model is stored with skops, with a signature and an input example
     from mlflow.models import get_model_info
