@@ -9,6 +9,7 @@ Examples::
     mlops ingest churn --file today.csv         # your own file, same audit
     mlops log churn
     mlops models churn                          # registered versions, aliases, gate decisions
+    mlops ready                                 # a production model for every spec? if not, why
     mlops reproduce churn 3                     # retrain version 3 from its lineage; match?
     mlops mlflow-ui                             # browse the embedded MLflow store
     mlops serve                                 # the inference server on :8080
@@ -130,6 +131,46 @@ def cmd_log(args: argparse.Namespace) -> int:
     branches = store.list_branches()
     print("branches: " + ", ".join(f"{b}@{cid[:12]}" for b, cid in sorted(branches.items())))
     return 0
+
+
+def cmd_ready(args: argparse.Namespace) -> int:
+    """Exit 0 if every spec (or the named ones) has a production version; else say why not."""
+    from mlops_assets.training.tracking import PRODUCTION, tracking_from_env
+
+    tracking = tracking_from_env()
+    tracking.configure()
+    missing = []
+    for spec in load_specs():
+        if args.spec and spec.name not in args.spec:
+            continue
+        metric = spec.evaluation.metric
+        live = tracking.version_by_alias(spec.model_name, PRODUCTION)
+        if live is not None:
+            tags = live.tags
+            threshold = tags.get("mlops.decision_threshold")
+            at = f", decision threshold {threshold}" if threshold else ""
+            print(
+                f"[{spec.name}] production: version {live.version} "
+                f"({metric} {tags.get(f'gate.{metric}', '?')} on the holdout{at})"
+            )
+            continue
+        versions = tracking.versions(spec.model_name)
+        if not versions:
+            why = "no version was registered: training failed before the promotion gate"
+        else:
+            last = max(versions, key=lambda v: int(v.version))
+            reason = last.tags.get("gate.reason", "no gate decision recorded (the gate never ran)")
+            why = f"the promotion gate refused version {last.version}: {reason}"
+        missing.append(spec.name)
+        print(f"[{spec.name}] NO production model: {why}", file=sys.stderr)
+    if missing:
+        where = f"; the training log is {args.log}" if args.log else ""
+        print(
+            f"mlops ready: {', '.join(missing)} cannot be served yet (the server answers 503 "
+            f"for it){where}. What to do: README, 'When the first start has no model'.",
+            file=sys.stderr,
+        )
+    return 1 if missing else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -279,6 +320,13 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--ref", default="main")
     log.add_argument("-n", type=int, default=20)
     log.set_defaults(fn=cmd_log)
+
+    ready = sub.add_parser(
+        "ready", help="is there a production model for every spec? exit 1 and why if not"
+    )
+    ready.add_argument("--spec", action="append", help="only this spec (repeatable)")
+    ready.add_argument("--log", help="a training log to point at when a model is missing")
+    ready.set_defaults(fn=cmd_ready)
 
     models = sub.add_parser("models", help="registered versions of a spec's model")
     models.add_argument("spec")

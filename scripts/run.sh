@@ -14,14 +14,21 @@ export MLOPS_SERVING_PORT="${MLOPS_SERVING_PORT:-8080}"
 # live performance are re-computed within seconds of traffic.
 export MLOPS_LOG_SEGMENT_SECONDS="${MLOPS_LOG_SEGMENT_SECONDS:-10}"
 
-.venv/bin/mlops seed
+# The demo data ends yesterday; MLOPS_DEMO_END=YYYY-MM-DD pins its last day (the tests do).
+.venv/bin/mlops seed ${MLOPS_DEMO_END:+--end "$MLOPS_DEMO_END"}
 if [ ! -f "$DAGSTER_HOME/.demo-trained" ]; then
+  training_log="$DAGSTER_HOME/first-training.log"
   echo "run: first start: training and gating the demo models (about a minute)"
-  if .venv/bin/dagster asset materialize -m mlops_assets.definitions \
-      --select '+group:"training"' > "$DAGSTER_HOME/first-training.log" 2>&1; then
+  if ! .venv/bin/dagster asset materialize -m mlops_assets.definitions \
+      --select '+group:"training"' > "$training_log" 2>&1; then
+    echo "run: FIRST TRAINING DID NOT SUCCEED; its full log is $training_log"
+  fi
+  # Says, per model, which version is in production, or plainly why none is (the gate's reason).
+  if .venv/bin/mlops ready --log "$training_log"; then
     touch "$DAGSTER_HOME/.demo-trained"
   else
-    echo "run: training failed, see $DAGSTER_HOME/first-training.log; the server starts anyway"
+    echo "run: the server starts anyway: it answers 503 for a model with no production version,"
+    echo "run: and serves one as soon as a version passes the gate (the next start retrains)"
   fi
 fi
 

@@ -57,7 +57,9 @@ def test_training_group_registers_refuses_a_worse_model_and_reproduces(tmp_path,
     )
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
 
-    # 1. Fresh home: the training group and everything upstream; both models.
+    # 1. Fresh home: the demo data (its last day pinned: never the calendar's), then the
+    # training group and everything upstream; both models.
+    run([BIN / "mlops", "seed", "--end", "2026-11-30"], env)
     materialize(env, '+group:"training"')
     churn = get_spec("churn", specs_dir)
     for name in ("churn", "demand"):

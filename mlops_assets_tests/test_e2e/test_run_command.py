@@ -2,9 +2,11 @@
 
 import os
 
+import dagster as dg
 import httpx
 import pytest
 
+from mlops_assets.defs.training.assets import trained_model_key
 from mlops_assets.specs import load_specs
 from mlops_assets_tests.processes import REPO, free_port, graphql, start, stop, wait_until
 from mlops_assets_tests.test_serving.conftest import _ready
@@ -20,7 +22,10 @@ def test_run_script_serves_the_lineage(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     serving = free_port()
     env.update(
-        DAGSTER_HOME=str(tmp_path / "home"), DAGSTER_PORT=str(port), MLOPS_SERVING_PORT=str(serving)
+        DAGSTER_HOME=str(tmp_path / "home"),
+        DAGSTER_PORT=str(port),
+        MLOPS_SERVING_PORT=str(serving),
+        MLOPS_DEMO_END="2026-11-30",  # the demo data's last day: never the calendar's
     )
     log = tmp_path / "run.log"
     proc = start([str(REPO / "scripts" / "run.sh")], env, log)
@@ -61,5 +66,15 @@ def test_run_script_serves_the_lineage(tmp_path):
         }
         answer = httpx.post(f"{url}/predict", json={"model": "demand", "records": [row]}).json()
         assert answer["model_version"] == "1" and isinstance(answer["predictions"][0], float)
+        # run.sh says which version of each model serves, and churn's first model is worth it:
+        # it ranks churners well and labels them at the threshold chosen for F1
+        text = log.read_text()
+        for spec in load_specs():
+            assert f"[{spec.name}] production: version 1 (" in text, text[-3000:]
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            event = instance.get_latest_materialization_event(trained_model_key("churn"))
+            meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert meta["roc_auc"] >= 0.80 and meta["f1"] > 0.5, meta
+        assert f"decision threshold {meta['decision_threshold']:g}" in text
     finally:
         stop(proc)
