@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the tests drive for real: Debian's chromium (the lineage UI in a browser,
-# through Playwright; no browser is ever downloaded) and PostgreSQL (a throwaway cluster for
-# the production storage path). Installs only what is missing; needs root or sudo for that.
+# through Playwright; no browser is ever downloaded), PostgreSQL (a throwaway cluster for
+# the production storage path) and faketime (libfaketime: commands run at a date of a test's
+# choosing; scripts/test-on-date.sh runs the whole suite under it). Installs only what is
+# missing; needs root or sudo for that.
 set -euo pipefail
 
 missing=()
@@ -9,6 +11,7 @@ missing=()
 if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+command -v faketime >/dev/null || missing+=(faketime)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

@@ -97,3 +97,23 @@ def test_cli_errors_name_the_problem(home):
     env = {**home, "MLOPS_DATA_BACKEND": "lakefs"}
     proc = run([BIN / "mlops", "--no-report", "ingest", "churn"], env, expect=1)
     assert "LAKEFS_ENDPOINT" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("today", "seeded", "ingested"),
+    [
+        ("2028-03-01", ["2028-02-28", "2028-02-29"], "2028-03-01"),
+        ("2031-01-01", ["2030-12-30", "2030-12-31"], "2031-01-01"),
+    ],
+)
+def test_the_demo_follows_the_clock_on_any_date(home, today, seeded, ingested):
+    """Without a date, `mlops seed` ends yesterday and `mlops ingest` lands the next day: under
+    libfaketime at a leap day's morrow and a new year, as on any other day."""
+    faketime = ["faketime", f"{today} 09:00:00"]
+    cmd = [BIN / "mlops", "--no-report", "seed", "--days", "2", "--rows", "200", "--spec", "churn"]
+    assert "[churn] seeded 2 day(s)" in run([*faketime, *cmd], home).stdout
+    store = LocalStore(os.path.join(home["DAGSTER_HOME"], "mlops-data", "lakefs-local"), "churn")
+    files = store.list("main", "batches/")
+    assert [f.split("day-")[1][:10] for f in files] == seeded, files
+    run([*faketime, BIN / "mlops", "--no-report", "ingest", "churn", "--rows", "200"], home)
+    assert f"batches/day-{ingested}.csv" in store.list("main", "batches/")
