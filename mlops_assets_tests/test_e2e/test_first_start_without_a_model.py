@@ -11,6 +11,7 @@ import pytest
 from mlops_assets.specs.model import get_spec
 from mlops_assets_tests.processes import BIN, REPO, free_port, start, stop, wait_until
 from mlops_assets_tests.test_e2e.test_cli_training import materialize, run
+from mlops_assets_tests.test_serving.conftest import _ready
 from mlops_assets_tests.test_training.conftest import unique_specs
 
 pytestmark = pytest.mark.e2e
@@ -65,10 +66,9 @@ def test_a_refused_first_model_is_reported_and_answered_503(tmp_path, mlflow_ser
     try:
         url = f"http://127.0.0.1:{port}"
 
-        def demand_ready():
-            return httpx.get(f"{url}/v2/models/demand/ready", timeout=2).status_code == 200
-
-        wait_until("demand served", demand_ready, 120, server, server_log)
+        wait_until(
+            "demand served", lambda: _ready(f"{url}/v2/models/demand"), 120, server, server_log
+        )
         answer = httpx.post(f"{url}/predict", json={"model": "churn", "records": [ROW]})
         assert answer.status_code == 503
         message = json.dumps(answer.json())
