@@ -25,9 +25,9 @@ import sys
 from pathlib import Path
 
 from mlops_assets import settings
+from mlops_assets.demo.seeding import DEMO_DAYS, DEMO_ROWS, batch_days, seed_demo
+from mlops_assets.demo.simulator import DRIFTS, FAULTS, inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.ingest import IngestResult, ingest_batch
-from mlops_assets.seeding import DEMO_DAYS, DEMO_ROWS, batch_days, seed_demo
-from mlops_assets.simulator import DRIFTS, FAULTS, inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.specs import ModelSpec, load_specs
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store import StoreError, VersionedStore, open_store
@@ -46,11 +46,12 @@ def report_to_dagster(result: IngestResult) -> str | None:
     published batch also records an observation whose data version is the new main commit,
     so Dagster knows about the commit at once.
     """
-    if not os.environ.get("DAGSTER_HOME"):
+    if settings.Settings.from_env().dagster_home is None:
         return None
     import dagster as dg
 
-    from mlops_assets.defs.data.assets import raw_data_key, report_ingest_audit
+    from mlops_assets.defs.data.assets import report_ingest_audit
+    from mlops_assets.defs.keys import raw_data_key
 
     with dg.DagsterInstance.get() as instance:
         report_ingest_audit(instance, result)
@@ -59,7 +60,7 @@ def report_to_dagster(result: IngestResult) -> str | None:
 
 def report_observation(spec: ModelSpec, commit_id: str) -> None:
     """Tell the Dagster instance (if any) which commit main of ``spec`` is at."""
-    if not os.environ.get("DAGSTER_HOME"):
+    if settings.Settings.from_env().dagster_home is None:
         return
     import dagster as dg
 
@@ -252,14 +253,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_traffic(args: argparse.Namespace) -> int:
     import time
 
-    from mlops_assets.traffic import commit_labels, labels_repository, send_traffic
+    from mlops_assets.demo.traffic import send_traffic
+    from mlops_assets.monitoring.labels import commit_labels, labels_repository
 
     spec = get_spec(args.spec)
-    url = (
-        args.url
-        or os.environ.get("MLOPS_SERVING_URL")
-        or (f"http://127.0.0.1:{os.environ.get('MLOPS_SERVING_PORT', '8080')}")
-    )
+    url = args.url or settings.Settings.from_env().serving_base_url
     day = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
     result = send_traffic(
         url, spec, day, rows=args.rows, batch=args.batch, drift=args.drift, seed=args.seed

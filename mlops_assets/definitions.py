@@ -3,10 +3,11 @@
 import dagster as dg
 
 from mlops_assets.defs.automation import build_automation_sensor, build_commit_sensor
-from mlops_assets.defs.data.assets import build_data_assets, raw_data_key
+from mlops_assets.defs.data.assets import build_data_assets
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
-from mlops_assets.defs.k8s import executor_for_env
+from mlops_assets.defs.k8s import executor_for
+from mlops_assets.defs.keys import raw_data_key
 from mlops_assets.defs.monitoring.assets import build_monitoring_assets
 from mlops_assets.defs.monitoring.sensors import (
     build_drift_sensor,
@@ -15,13 +16,16 @@ from mlops_assets.defs.monitoring.sensors import (
 )
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training.assets import build_training_assets
+from mlops_assets.settings import Settings
 from mlops_assets.specs import load_specs
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
+    settings = Settings.from_env()  # every switch, read once
+    specs = load_specs(settings.specs_dir)
     assets, checks, sensors = [], [], []
-    for spec in load_specs():
+    for spec in specs:
         sensors += [
             build_automation_sensor(spec),  # new data: the loop, declaratively
             build_commit_sensor(spec),
@@ -40,7 +44,7 @@ def defs() -> dg.Definitions:
             (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
     observe = dg.define_asset_job(
         "observe_sources",
-        selection=dg.AssetSelection.assets(*(raw_data_key(s.name) for s in load_specs())),
+        selection=dg.AssetSelection.assets(*(raw_data_key(s.name) for s in specs)),
         description="Record the lakeFS commit at the head of main of every dataset.",
     )
     return dg.Definitions(
@@ -48,6 +52,6 @@ def defs() -> dg.Definitions:
         asset_checks=checks,
         jobs=[observe],
         sensors=sensors,
-        resources=build_resources(),
-        executor=executor_for_env(),
+        resources=build_resources(settings),
+        executor=executor_for(settings.executor),
     )

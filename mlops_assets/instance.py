@@ -15,33 +15,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mlops_assets import settings
+from mlops_assets.settings import EMBEDDED, PRODUCTION
+
 REPO = Path(__file__).resolve().parents[1]
-EMBEDDED = "embedded"
-PRODUCTION = "production"
 CONFIG_FILES = {
     EMBEDDED: REPO / "dagster.yaml",
     PRODUCTION: REPO / "deploy" / "dagster" / "dagster.production.yaml",
 }
 # What the production file reads from the environment (the storage section).
-PRODUCTION_ENV = (
-    "DAGSTER_PG_USERNAME",
-    "DAGSTER_PG_PASSWORD",
-    "DAGSTER_PG_HOST",
-    "DAGSTER_PG_DB",
-    "DAGSTER_PG_PORT",
-)
+PRODUCTION_ENV = settings.PRODUCTION_INSTANCE_VARS
 
 
 def instance_env(env: str | None = None) -> str:
     """The environment name: ``env`` if given, else MLOPS_ENV; unset or empty is embedded."""
-    raw = os.environ.get("MLOPS_ENV", "") if env is None else env
-    name = raw.strip().lower() or EMBEDDED
-    if name not in CONFIG_FILES:
-        raise ValueError(
-            f"MLOPS_ENV={raw!r} is not supported: use {PRODUCTION!r} (Postgres, Kubernetes), "
-            f"or {EMBEDDED!r} or leave it unset (SQLite on this machine)"
-        )
-    return name
+    return settings.environment_name(env)
 
 
 def instance_config_file(env: str | None = None) -> Path:
@@ -59,7 +47,7 @@ def missing_env(env: str | None = None) -> list[str]:
     """Environment variables the instance config of ``env`` reads and that are not set."""
     if instance_env(env) != PRODUCTION:
         return []
-    return [var for var in PRODUCTION_ENV if not os.environ.get(var)]
+    return settings.unset(PRODUCTION_ENV)
 
 
 def install_instance_config(
@@ -76,9 +64,9 @@ def install_instance_config(
     """
     source = instance_config_file(env)
     if dagster_home is None:
-        if not os.environ.get("DAGSTER_HOME"):
+        dagster_home = settings.Settings.from_env().dagster_home
+        if dagster_home is None:
             raise ValueError("DAGSTER_HOME is not set: set it to the Dagster instance directory")
-        dagster_home = os.environ["DAGSTER_HOME"]
     if require_env and (missing := missing_env(env)):
         raise ValueError(
             f"MLOPS_ENV={instance_env(env)} reads {', '.join(missing)} for its Postgres storage: "

@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from mlops_assets.simulator import simulate_batch, to_csv_bytes
+from mlops_assets.demo.simulator import simulate_batch, to_csv_bytes
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 

@@ -18,4 +18,4 @@ if [ ! -x .venv-bench/bin/mlserver ]; then
     "mlserver==1.7.1" "mlserver-sklearn==1.7.1" \
     "$(pin scikit-learn)" "$(pin numpy)" "$(pin pandas)" "$(pin scipy)" "$(pin joblib)"
 fi
-exec .venv/bin/python -m mlops_assets.serving.bench "$@"
+exec .venv/bin/python -m benchmarks.serving "$@"

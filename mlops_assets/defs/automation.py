@@ -4,7 +4,8 @@ involved, and a failing blocking check stops it."""
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import open_repository, raw_data_key, report_main_commit
+from mlops_assets.defs.data.assets import missing_repository, report_main_commit
+from mlops_assets.defs.keys import MODEL, TRIGGER, raw_data_key
 from mlops_assets.defs.metadata import latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.specs import ModelSpec
@@ -19,7 +20,7 @@ def build_automation_sensor(spec: ModelSpec) -> dg.AutomationConditionSensorDefi
         target=dg.AssetSelection.key_prefixes([spec.name]),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=5,
-        run_tags={"mlops/trigger": "new_data", "mlops/model": spec.name},
+        run_tags={TRIGGER: "new_data", MODEL: spec.name},
         description=f"Carries a new commit of '{spec.name}' through the loop (eager, checked).",
     )
 
@@ -35,7 +36,9 @@ def build_commit_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         description=f"Observes the head of main in lakeFS repository '{spec.dataset.repository}'.",
     )
     def new_commits(context: dg.SensorEvaluationContext, data_store: DataStoreResource):
-        store = open_repository(context, data_store, spec)
+        store = data_store.open(spec.dataset.repository)
+        if why := missing_repository(spec, store):
+            return dg.SkipReason(why)
         head = store.head("main")
         seen = latest_data_version(context.instance, raw_data_key(spec.name))
         if head == seen:

@@ -13,11 +13,7 @@ inherit the launcher's namespace, image, env and volumes, plus the step's own
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
-
-EXECUTORS = ("in_process", "multiprocess", "k8s")
 
 # The training step's pod: scikit-learn fits use every core they get, and gradient boosting on a
 # year of data needs a few GiB. A memory limit equal to the request: the pod is never killed
@@ -29,21 +25,9 @@ TRAINING_RESOURCES = {
 TRAINING_K8S_TAGS = {"dagster-k8s/config": {"container_config": {"resources": TRAINING_RESOURCES}}}
 
 
-def executor_name() -> str:
-    raw = os.environ.get("MLOPS_EXECUTOR", "")
-    name = raw.strip().lower().replace("-", "_") or "in_process"
-    if name not in EXECUTORS:
-        raise ValueError(
-            f"MLOPS_EXECUTOR={raw!r} is not supported: use 'in_process' (default, also when "
-            "unset), 'multiprocess', or 'k8s' (one Kubernetes Job per step; needs "
-            "MLOPS_ENV=production)"
-        )
-    return name
-
-
-def executor_for_env() -> dg.ExecutorDefinition:
-    """The executor MLOPS_EXECUTOR asks for: in_process (default), multiprocess or k8s."""
-    name = executor_name()
+def executor_for(name: str) -> dg.ExecutorDefinition:
+    """The executor ``Settings.executor`` (MLOPS_EXECUTOR) names: in_process (default),
+    multiprocess or k8s."""
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 

@@ -15,18 +15,15 @@ import secrets
 import signal
 from pathlib import Path
 
-from mlops_assets import settings
+from mlops_assets.settings import Settings
 from mlops_assets.specs import ModelSpec, load_specs
 
 
-def token_file() -> Path:
-    return settings.data_dir() / "serving" / "token"
-
-
-def resolve_token() -> str:
-    if os.environ.get("MLOPS_SERVING_TOKEN"):
-        return os.environ["MLOPS_SERVING_TOKEN"]
-    path = token_file()
+def resolve_token(settings: Settings) -> str:
+    """MLOPS_SERVING_TOKEN, or a random token kept in a 0600 file for local clients."""
+    if settings.serving_token:
+        return settings.serving_token
+    path = settings.serving_token_file
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +34,9 @@ def resolve_token() -> str:
     return token
 
 
-def build_server(poll_seconds: float = 10.0, log_dir: Path | None = None):
+def build_server(
+    poll_seconds: float = 10.0, log_dir: Path | None = None, settings: Settings | None = None
+):
     from mlops_assets.serving.app import InferenceServer
     from mlops_assets.serving.predlog import (
         PredictionLog,
@@ -47,8 +46,9 @@ def build_server(poll_seconds: float = 10.0, log_dir: Path | None = None):
     from mlops_assets.store import open_store
     from mlops_assets.training.tracking import PRODUCTION, tracking_from_env
 
-    specs = list(load_specs())
-    tracking = tracking_from_env()
+    settings = settings or Settings.from_env()
+    specs = list(load_specs(settings.specs_dir))
+    tracking = tracking_from_env(settings)
     tracking.configure()
 
     def load_version(spec: ModelSpec, version: str):
@@ -59,21 +59,21 @@ def build_server(poll_seconds: float = 10.0, log_dir: Path | None = None):
         return v.version if v is not None else None
 
     repos = {s.name: predictions_repository(s.dataset.repository) for s in specs}
-    options = settings.store_options_from_env()
+    options = settings.store_options()
 
     def open_repository(repo: str):
-        return open_store(settings.data_backend(), repo, **options)
+        return open_store(settings.data_backend, repo, **options)
 
     plog = PredictionLog(
-        log_dir or settings.data_dir() / "serving" / "prediction-log",
+        log_dir or settings.data_dir / "serving" / "prediction-log",
         commit=store_committer(open_repository, repos),
-        segment_rows=int(os.environ.get("MLOPS_LOG_SEGMENT_ROWS", "5000")),
-        segment_seconds=float(os.environ.get("MLOPS_LOG_SEGMENT_SECONDS", "60")),
+        segment_rows=settings.log_segment_rows,
+        segment_seconds=settings.log_segment_seconds,
     )
     return InferenceServer(
         specs,
         load_version,
-        resolve_token(),
+        resolve_token(settings),
         prediction_log=plog,
         resolve_production=resolve_production,
         poll_seconds=poll_seconds,

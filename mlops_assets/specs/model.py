@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -290,7 +289,9 @@ def _load(specs_dir: str) -> tuple[ModelSpec, ...]:
 
 def load_specs(specs_dir: str | None = None) -> tuple[ModelSpec, ...]:
     """All model specs, from ``$MLOPS_SPECS_DIR`` or the packaged folder."""
-    return _load(str(specs_dir or os.environ.get("MLOPS_SPECS_DIR") or SPECS_DIR))
+    from mlops_assets.settings import Settings
+
+    return _load(str(specs_dir or Settings.from_env().specs_dir or SPECS_DIR))
 
 
 def get_spec(name: str, specs_dir: str | None = None) -> ModelSpec:

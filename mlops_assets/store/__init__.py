@@ -34,13 +34,13 @@ __all__ = [
 def open_store(backend: str, repository: str, **options: str) -> VersionedStore:
     """Open the store for ``backend`` ('local' or 'lakefs').
 
-    Options: ``root`` for local; ``endpoint``, ``access_key_id``, ``secret_access_key``
-    and optionally ``storage_namespace`` for lakefs.
+    Options: ``root`` and optionally ``committer`` for local; ``endpoint``,
+    ``access_key_id``, ``secret_access_key`` and optionally ``storage_namespace`` for lakefs.
     """
     if backend == "local":
         from mlops_assets.store.local import LocalStore
 
-        return LocalStore(root=options["root"], repository=repository)
+        return LocalStore(options["root"], repository, options.get("committer", ""))
     if backend == "lakefs":
         from mlops_assets.store.lakefs import LakeFSStore
 

@@ -70,10 +70,12 @@ def _dump(obj: object) -> bytes:
 class LocalStore(VersionedStore):
     """A repository on local disk with the same semantics as a lakeFS repository."""
 
-    def __init__(self, root: str | os.PathLike[str], repository: str) -> None:
+    def __init__(self, root: str | os.PathLike[str], repository: str, committer: str = "") -> None:
         self.root = Path(root)
         self.repository = repository
         self.path = self.root / repository
+        # who commits: the setting MLOPS_COMMITTER (Settings.commit_author), else the OS user
+        self.committer = committer or getpass.getuser()
 
     def describe(self) -> str:
         return f"local store {self.path}"
@@ -160,7 +162,7 @@ class LocalStore(VersionedStore):
         self, parents: list[str], tree: dict[str, str], message: str, metadata: dict[str, str]
     ) -> Commit:
         created = int(time.time())
-        committer = os.environ.get("MLOPS_COMMITTER") or getpass.getuser()
+        committer = self.committer
         body = {
             "parents": [p for p in parents if p],
             "tree": tree,

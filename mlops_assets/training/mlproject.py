@@ -11,13 +11,13 @@ not register a version unless ``-P register=true``: the registry is the gate's b
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from pydantic import ValidationError
 
 from mlops_assets.featurize import build_features
 from mlops_assets.quality import load_dataset
+from mlops_assets.settings import Settings
 from mlops_assets.specs import Hyperparameters
 from mlops_assets.specs.model import get_spec
 
@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import mlflow
 
-    from mlops_assets.cli import store_for
+    from mlops_assets.store import open_store
     from mlops_assets.training.run import lineage_tags, train_and_log
     from mlops_assets.training.tracking import register, tracking_from_env
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: rejected before training: {problems}", file=sys.stderr)
         return 2
 
-    store = store_for(spec)
+    settings = Settings.from_env()
+    store = open_store(settings.data_backend, spec.dataset.repository, **settings.store_options())
     commit = store.get_commit(args.ref)
     paths = store.list(commit.id, spec.dataset.prefix)
     dataset, violations = load_dataset({p: store.get(commit.id, p) for p in paths}, spec.dataset)
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     features = build_features(dataset, spec)
 
-    tracking = tracking_from_env()
+    tracking = tracking_from_env(settings)
     tracking.configure()
     tags = lineage_tags(
         spec,
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         {"mlops.entry_point": "mlflow run"},
         data_ref=args.ref,
     )
-    if "MLFLOW_RUN_ID" not in os.environ:  # run directly, not by `mlflow run`
+    if settings.mlflow_run_id is None:  # run directly, not by `mlflow run`
         mlflow.set_experiment(experiment_id=tracking.ensure_experiment(spec))
     with mlflow.start_run() as run:
         logged = train_and_log(tracking, spec, features, params, tags)

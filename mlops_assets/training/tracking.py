@@ -11,18 +11,20 @@ a single registry call, so a switch is atomic.
 from __future__ import annotations
 
 import fcntl
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.specs import ModelSpec
+
+if TYPE_CHECKING:
+    from mlops_assets.settings import Settings
 
 PRODUCTION = "production"
 CHALLENGER = "challenger"
@@ -77,10 +79,9 @@ class Tracking:
 
         # MLflow's HTTP client retries connection errors and 429/5xx with exponential backoff
         # (backoff_seconds x 1, 2, 4, ...); these settings bound how long it tries.
-        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(self.max_retries)
-        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = str(self.backoff_seconds)
-        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(int(max(1, self.timeout_seconds)))
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        from mlops_assets.settings import export_mlflow_http
+
+        export_mlflow_http(self.max_retries, self.backoff_seconds, self.timeout_seconds)
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         if not self._ready:
@@ -283,20 +284,16 @@ def load_skops(path: Path, what: str):
     return sio.load(path, trusted=untrusted)
 
 
-def tracking_from_env() -> Tracking:
-    """Tracking outside Dagster (the CLI, ``mlflow run``): MLFLOW_TRACKING_URI or embedded."""
-    from mlops_assets import settings
+def tracking_from_env(settings: Settings | None = None) -> Tracking:
+    """Tracking outside Dagster (the CLI, ``mlflow run``, the server): MLFLOW_TRACKING_URI, or
+    the embedded store."""
+    from mlops_assets.settings import Settings
 
-    if settings.tracking_uri():
-        return Tracking(
-            tracking_uri=settings.tracking_uri(), ui_url=os.environ.get("MLFLOW_UI_URL", "")
-        )
-    uri, artifacts = settings.embedded_tracking()
-    return Tracking(
-        tracking_uri=uri,
-        artifact_root=str(artifacts),
-        ui_url=os.environ.get("MLFLOW_UI_URL", settings.EMBEDDED_MLFLOW_UI),
-    )
+    s = settings or Settings.from_env()
+    if s.tracking_uri:
+        return Tracking(tracking_uri=s.tracking_uri, ui_url=s.mlflow_ui_url)
+    uri, artifacts = s.embedded_tracking()
+    return Tracking(tracking_uri=uri, artifact_root=str(artifacts), ui_url=s.mlflow_ui_url)
 
 
 def model_bytes(pipeline) -> tuple[bytes, list[str]]:

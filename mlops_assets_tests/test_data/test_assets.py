@@ -6,9 +6,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.data.assets import dataset_key, raw_data_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.simulator import simulate_batch, to_csv_bytes
+from mlops_assets.defs.keys import dataset_key, features_key, raw_data_key
+from mlops_assets.demo.simulator import simulate_batch, to_csv_bytes
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.conftest import DAY0, seed_store
 

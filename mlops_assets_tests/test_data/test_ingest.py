@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
+from mlops_assets.demo.simulator import inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.ingest import ingest_batch
-from mlops_assets.simulator import inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets_tests.conftest import DAY0
 
 # fault -> (rule, whether the violation names a column)

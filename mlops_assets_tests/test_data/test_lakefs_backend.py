@@ -4,7 +4,7 @@ the metadata. The server is the SDK-model-checked HTTP fake (no lakeFS server ru
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.data.assets import dataset_key
+from mlops_assets.defs.keys import dataset_key
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store import open_store
 from mlops_assets_tests.conftest import seed_store

@@ -7,8 +7,7 @@ import subprocess
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.data.assets import dataset_key, raw_data_key
-from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.keys import dataset_key, features_key, raw_data_key
 from mlops_assets.specs import load_specs
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.processes import BIN, REPO
@@ -82,13 +81,16 @@ def test_seed_materialize_and_a_bad_batch_that_never_reaches_main(home):
     assert churn.head("main") != before
 
 
-def test_materialize_on_a_fresh_dagster_home_needs_no_setup(home):
-    """Embedded default: a missing demo repository is seeded by the first materialization."""
-    materialize_data_and_features(home)
-    with dg.DagsterInstance.from_config(home["DAGSTER_HOME"]) as instance:
-        for spec in load_specs():
-            event = instance.get_latest_materialization_event(features_key(spec.name))
-            assert event.asset_materialization.metadata["train_rows"].value > 0
+def test_materialize_before_any_data_says_what_to_run(home):
+    """Nothing in the Dagster layer seeds data: a missing repository is an error naming it and
+    the command that creates it (the demo's `mlops seed`, or ingesting your own file)."""
+    cmd = ["asset", "materialize", "-m", "mlops_assets.definitions", "--select", "churn/dataset"]
+    failed = run([BIN / "dagster", *cmd], home, expect=1)
+    output = failed.stdout + failed.stderr
+    assert "no repository 'churn'" in output and "`mlops seed`" in output, output[-3000:]
+    assert "mlops ingest churn --file" in output
+    store = LocalStore(os.path.join(home["DAGSTER_HOME"], "mlops-data", "lakefs-local"), "churn")
+    assert not store.path.exists()  # and nothing was created behind the user's back
 
 
 def test_cli_errors_name_the_problem(home):

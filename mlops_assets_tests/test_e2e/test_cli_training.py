@@ -8,7 +8,7 @@ import subprocess
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import model_evaluation_key, trained_model_key
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.processes import BIN, REPO

@@ -10,9 +10,9 @@ import re
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.data.assets import raw_data_key
+from benchmarks.loop import LOOP_STEPS, Platform, loop_runs, run_round
+from mlops_assets.defs.keys import raw_data_key
 from mlops_assets.defs.metadata import latest_data_version
-from mlops_assets.loop import LOOP_STEPS, Platform, loop_runs, run_round
 from mlops_assets.procs import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,7 @@ def test_a_drifted_commit_retrains_and_rolls_out_by_itself(platform):
     # `mlops traffic`: simulated clients against the real server, their labels delivered
     import subprocess
 
-    from mlops_assets.loop import BIN
+    from benchmarks.loop import BIN
 
     done = subprocess.run(
         [

@@ -6,7 +6,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from mlops_assets.defs.training.assets import trained_model_key
+from mlops_assets.defs.keys import trained_model_key
 from mlops_assets.specs import load_specs
 from mlops_assets_tests.processes import REPO, free_port, graphql, start, stop, wait_until
 from mlops_assets_tests.test_serving.conftest import _ready

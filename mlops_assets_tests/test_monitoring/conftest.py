@@ -2,11 +2,14 @@
 
 import datetime as dt
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.serving.predlog import PredictionLog, predictions_repository, store_committer
-from mlops_assets.simulator import simulate_batch
 from mlops_assets.store.local import LocalStore
 from mlops_assets.training.train import inputs, predictions
 from mlops_assets_tests.test_training.conftest import server_env  # noqa: F401 - shared fixture

@@ -6,11 +6,10 @@ import datetime as dt
 import dagster as dg
 
 from mlops_assets.defs.automation import build_commit_sensor
-from mlops_assets.defs.data.assets import dataset_key, raw_data_key
-from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.keys import dataset_key, features_key, raw_data_key
 from mlops_assets.defs.metadata import latest_data_version
+from mlops_assets.demo.simulator import inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets.ingest import ingest_batch
-from mlops_assets.simulator import inject_fault, simulate_batch, to_csv_bytes
 from mlops_assets_tests.test_training.conftest import make_env
 
 LOOP = ["dataset", "features", "trained_model", "model_evaluation", "deployment"]

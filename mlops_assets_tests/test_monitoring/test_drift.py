@@ -5,8 +5,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.monitoring.drift import DriftInputError, compute_drift, is_drifted
-from mlops_assets.simulator import simulate_batch
 from mlops_assets.specs.model import get_spec
 
 

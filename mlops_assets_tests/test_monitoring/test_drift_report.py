@@ -6,8 +6,8 @@ import urllib.request
 
 import dagster as dg
 
-from mlops_assets.defs.monitoring.assets import drift_report_key
-from mlops_assets.simulator import simulate_batch
+from mlops_assets.defs.keys import drift_report_key
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets_tests.test_monitoring.conftest import champion, serve_rows
 
 
@@ -64,8 +64,8 @@ def _tick(env, spec, cursor=None, cooldown=1800):
 def _observe_new_batch(env, spec) -> str:
     """A new day lands on main and Dagster observes it (as `mlops ingest` reports it)."""
     from mlops_assets.defs.data.assets import report_main_commit
+    from mlops_assets.demo.simulator import to_csv_bytes
     from mlops_assets.ingest import ingest_batch
-    from mlops_assets.simulator import to_csv_bytes
 
     store = env.store(spec)
     batch = to_csv_bytes(simulate_batch(spec.simulator, dt.date(2026, 11, 21), rows=250))

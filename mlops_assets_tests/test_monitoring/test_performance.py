@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from mlops_assets.defs.data.assets import report_main_commit
-from mlops_assets.defs.monitoring.assets import production_performance_key
+from mlops_assets.defs.keys import production_performance_key
+from mlops_assets.monitoring.labels import commit_labels, labels_repository
 from mlops_assets.monitoring.performance import PerformanceInputError, compare, live_score
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets.traffic import commit_labels, labels_repository
 from mlops_assets_tests.test_monitoring.conftest import champion, serve_rows
 
 CHURN = get_spec("churn")

@@ -5,16 +5,16 @@ import time
 import dagster as dg
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
-from mlops_assets.defs.monitoring.assets import drift_report_key, production_performance_key
-from mlops_assets.defs.monitoring.sensors import (
-    build_freshness_sensor,
-    build_monitoring_sensor,
+from mlops_assets.defs.keys import (
+    drift_report_key,
+    production_performance_key,
     retrain_keys,
+    trained_model_key,
 )
-from mlops_assets.defs.training.assets import trained_model_key
+from mlops_assets.defs.monitoring.sensors import build_freshness_sensor, build_monitoring_sensor
+from mlops_assets.monitoring.labels import commit_labels, labels_repository
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets.traffic import commit_labels, labels_repository
 from mlops_assets_tests.test_training.conftest import make_env
 
 

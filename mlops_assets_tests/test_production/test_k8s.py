@@ -19,8 +19,9 @@ from dagster._core.executor.step_delegating.step_handler.base import StepHandler
 from dagster._grpc.types import ExecuteStepArgs
 from dagster_k8s import K8sRunLauncher, k8s_job_executor
 
-from mlops_assets.defs.k8s import TRAINING_K8S_TAGS, TRAINING_RESOURCES, executor_for_env
-from mlops_assets.defs.training.assets import trained_model_key
+from mlops_assets.defs.k8s import TRAINING_K8S_TAGS, TRAINING_RESOURCES, executor_for
+from mlops_assets.defs.keys import trained_model_key
+from mlops_assets.settings import Settings
 from mlops_assets_tests.processes import REPO
 from mlops_assets_tests.test_production.conftest import NAMESPACE
 
@@ -128,7 +129,7 @@ def test_training_step_pod_asks_for_the_training_resources(
         == (TRAINING_K8S_TAGS["dagster-k8s/config"])
     ), "trained_model lacks op_tags=TRAINING_K8S_TAGS (mlops_assets/defs/training/assets.py)"
     monkeypatch.setenv("MLOPS_EXECUTOR", "k8s")
-    executor_def = executor_for_env()
+    executor_def = executor_for(Settings.from_env().executor)
     config = process_config(executor_def.config_schema.config_type, {})
     assert config.success, config.errors
     with dg.DagsterInstance.from_config(str(production_home.path)) as instance:
@@ -187,13 +188,13 @@ def test_executor_for_env(monkeypatch, value, expected):
         monkeypatch.delenv("MLOPS_EXECUTOR", raising=False)
     else:
         monkeypatch.setenv("MLOPS_EXECUTOR", value)
-    assert executor_for_env() is expected
+    assert executor_for(Settings.from_env().executor) is expected
 
 
 def test_an_unknown_executor_is_refused_with_the_allowed_ones(monkeypatch):
     monkeypatch.setenv("MLOPS_EXECUTOR", "celery")
     with pytest.raises(ValueError) as e:
-        executor_for_env()
+        executor_for(Settings.from_env().executor)
     message = str(e.value)
     assert "MLOPS_EXECUTOR='celery' is not supported" in message
     assert all(name in message for name in ("'in_process'", "'multiprocess'", "'k8s'"))

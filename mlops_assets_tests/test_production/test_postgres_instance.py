@@ -17,9 +17,13 @@ from dagster_postgres import (
     PostgresScheduleStorage,
 )
 
-from mlops_assets.defs.data.assets import dataset_key, raw_data_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    raw_data_key,
+    trained_model_key,
+)
 from mlops_assets_tests.conftest import pin_mlflow_http_env, seed_store
 from mlops_assets_tests.processes import BIN, REPO
 

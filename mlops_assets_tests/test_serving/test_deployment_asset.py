@@ -3,10 +3,13 @@ a passing challenger is canaried and promoted; a bad one is rolled back by itsel
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.deployment.assets import deployment_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    deployment_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
 from mlops_assets.serving.client import ServingClient
 from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
 from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env

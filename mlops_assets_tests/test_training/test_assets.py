@@ -6,9 +6,12 @@ import threading
 import pandas as pd
 import pytest
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
 from mlops_assets.training.lineage import LIBRARIES
 from mlops_assets.training.tracking import CHALLENGER, PRODUCTION
 

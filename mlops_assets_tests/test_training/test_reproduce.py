@@ -3,9 +3,12 @@
 import json
 from pathlib import Path
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
 from mlops_assets.training.reproduce import reproduce
 from mlops_assets.training.tracking import PREVIOUS, PRODUCTION, tracking_from_env
 

@@ -4,9 +4,12 @@ real S3 endpoint (``moto_server``), with Dagster training, registering and gatin
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.data.assets import dataset_key
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
 from mlops_assets.featurize import build_features
 from mlops_assets.quality import load_dataset
 from mlops_assets.training.tracking import PRODUCTION, Tracking

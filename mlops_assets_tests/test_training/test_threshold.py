@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.featurize import SPLIT, build_features
-from mlops_assets.simulator import simulate_batch
 from mlops_assets.specs.model import ThresholdSpec, get_spec, load_spec_file
 from mlops_assets.training.train import (
     TrainingError,

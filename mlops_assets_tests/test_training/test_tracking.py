@@ -89,9 +89,7 @@ def test_a_tampered_model_file_is_refused_before_anything_runs(tmp_path, module,
 
 
 def test_registering_twice_from_one_run_gives_one_version(server_env):
-    from mlops_assets.defs.data.assets import dataset_key
-    from mlops_assets.defs.features.assets import features_key
-    from mlops_assets.defs.training.assets import trained_model_key
+    from mlops_assets.defs.keys import dataset_key, features_key, trained_model_key
     from mlops_assets.training.tracking import register
 
     env = server_env

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.defs.monitoring.assets import drift_report_key
-from mlops_assets.defs.training.assets import trained_model_key
-from mlops_assets.seeding import seed_demo
+from mlops_assets.defs.keys import drift_report_key, trained_model_key
+from mlops_assets.demo.seeding import seed_demo
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.serving.predlog import PredictionLog, predictions_repository, store_committer
-from mlops_assets.simulator import simulate_batch
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 from mlops_assets.training.tracking import PRODUCTION, Tracking

@@ -6,11 +6,11 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
+from mlops_assets.defs.keys import dataset_key, raw_data_key
 from mlops_assets.defs.metadata import commit_metadata, frame_metadata, latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
 from mlops_assets.quality import CHECKS, load_dataset
-from mlops_assets.seeding import seed_demo
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound, VersionedStore
 
@@ -23,15 +23,14 @@ CHECK_DESCRIPTIONS = {
 }
 
 
-MODEL_SECTIONS = {"description", "registered_model", "model", "evaluation", "freshness"}
-
-
-def raw_data_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "raw_data"])
-
-
-def dataset_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "dataset"])
+MODEL_SECTIONS = {
+    "description",
+    "registered_model",
+    "model",
+    "evaluation",
+    "threshold",
+    "freshness",
+}
 
 
 def spec_version(spec: ModelSpec, code: str) -> str:
@@ -88,19 +87,24 @@ def report_main_commit(
     )
 
 
-def open_repository(context, data_store: DataStoreResource, spec: ModelSpec) -> VersionedStore:
-    """The spec's repository. On the embedded backend a missing demo repository is seeded
-    first (as ``mlops seed`` would), so a fresh DAGSTER_HOME works with no setup step."""
+def missing_repository(spec: ModelSpec, store: VersionedStore) -> str | None:
+    """Why the spec's repository cannot be read (it does not exist yet), or None. Nothing in the
+    Dagster layer ever creates or seeds one: data arrives through ingestion."""
+    try:
+        store.head("main")
+    except NotFound:
+        return (
+            f"no repository {spec.dataset.repository!r} in {store.describe()}: ingest data "
+            f"first: `mlops seed` (the demo data) or `mlops ingest {spec.name} --file your.csv`"
+        )
+    return None
+
+
+def open_repository(data_store: DataStoreResource, spec: ModelSpec) -> VersionedStore:
+    """The spec's repository; a missing one fails with what to run."""
     store = data_store.open(spec.dataset.repository)
-    if data_store.backend == "local" and spec.simulator:
-        try:
-            store.head("main")
-        except NotFound:
-            done, _ = seed_demo(store, spec)
-            context.log.warning(
-                f"embedded store had no repository {spec.dataset.repository!r}: seeded "
-                f"{done} day(s) of demo data (run `mlops seed` to do this ahead of time)"
-            )
+    if why := missing_repository(spec, store):
+        raise dg.Failure(why, allow_retries=False)
     return store
 
 
@@ -124,7 +128,7 @@ def build_data_assets(spec: ModelSpec) -> list:
         tags={"dagster/kind/lakefs": ""},
     )
     def raw_data(context, data_store: DataStoreResource) -> dg.ObserveResult:
-        store = open_repository(context, data_store, spec)
+        store = open_repository(data_store, spec)
         commit = store.get_commit("main")
         files = store.list(commit.id, spec.dataset.prefix)
         return dg.ObserveResult(
@@ -174,7 +178,7 @@ def build_data_assets(spec: ModelSpec) -> list:
     def dataset(
         context: dg.AssetExecutionContext, config: DatasetConfig, data_store: DataStoreResource
     ) -> Iterator:
-        store = open_repository(context, data_store, spec)
+        store = open_repository(data_store, spec)
         ref = config.ref or latest_data_version(context.instance, raw_data_key(spec.name))
         if ref is None:
             ref = "main"

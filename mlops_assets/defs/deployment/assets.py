@@ -6,19 +6,14 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP
-from mlops_assets.defs.deployment.resources import ServingResource
-from mlops_assets.defs.features.assets import features_key
-from mlops_assets.defs.training.assets import model_evaluation_key
-from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.defs.keys import deployment_key, features_key, model_evaluation_key
+from mlops_assets.defs.resources.serving import ServingResource
+from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.featurize import SPLIT
 from mlops_assets.serving.client import Replay
 from mlops_assets.serving.rollout import Policy, rollout
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.train import records
-
-
-def deployment_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "deployment"])
 
 
 class DeployConfig(dg.Config):
@@ -35,11 +30,12 @@ class DeployConfig(dg.Config):
         default=0.5, ge=0, description="largest relative change of the mean prediction"
     )
     timeout_seconds: float = Field(default=120.0, gt=0, description="how long to watch")
-    replay_holdout: bool = Field(
-        default=True,
+    replay_holdout: bool | None = Field(
+        default=None,
         description=(
-            "send the holdout rows as traffic while watching (demo, or a server without "
-            "traffic); off in production, where real requests fill the window"
+            "send the holdout rows as traffic while watching; empty: the environment's "
+            "default (MLOPS_REPLAY_HOLDOUT: on in the embedded demo, off in production, where "
+            "real requests fill the window and replayed rows would reach monitoring)"
         ),
     )
 
@@ -94,6 +90,7 @@ def build_deployment_assets(spec: ModelSpec) -> list:
             timeout_seconds=config.timeout_seconds,
         )
         holdout = records(features[features[SPLIT] == "holdout"], spec)
+        replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
 
         def traffic(version):
             return Replay(client, spec.name, holdout, threads=2, version=version)
@@ -104,7 +101,7 @@ def build_deployment_assets(spec: ModelSpec) -> list:
             candidate,
             policy,
             promote_alias=lambda v: tracking.promote(spec.model_name, v),
-            traffic=traffic if config.replay_holdout else None,
+            traffic=traffic if replay else None,
             log=context.log.info,
         )
         tracking.tag_version(

@@ -6,12 +6,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mlops_assets.defs.deployment.assets import deployment_key
-from mlops_assets.defs.deployment.resources import ServingResource
+from mlops_assets.defs.keys import deployment_key, drift_report_key, production_performance_key
 from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
-from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.defs.resources.serving import ServingResource
+from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.featurize import SPLIT, build_features
 from mlops_assets.monitoring.drift import PREDICTION, DriftInputError, compute_drift
+from mlops_assets.monitoring.labels import labels_repository, read_labels
 from mlops_assets.monitoring.performance import (
     PerformanceInputError,
     bootstrap_se,
@@ -23,17 +24,8 @@ from mlops_assets.serving.client import ServingError
 from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound
-from mlops_assets.traffic import labels_repository, read_labels
 from mlops_assets.training.tracking import PRODUCTION
 from mlops_assets.training.train import inputs, predictions
-
-
-def drift_report_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "drift_report"])
-
-
-def production_performance_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "production_performance"])
 
 
 class DriftConfig(dg.Config):

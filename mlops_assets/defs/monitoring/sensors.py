@@ -17,43 +17,38 @@ import time
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import dataset_key, raw_data_key
-from mlops_assets.defs.deployment.assets import deployment_key
-from mlops_assets.defs.features.assets import features_key
+from mlops_assets.defs.keys import (
+    CHECK,
+    EVIDENCE,
+    LOG_COMMIT,
+    MODEL,
+    STALE_SINCE,
+    TRIGGER,
+    dataset_key,
+    deployment_key,
+    drift_report_key,
+    monitor_keys,
+    production_performance_key,
+    raw_data_key,
+    retrain_keys,
+    trained_model_key,
+)
 from mlops_assets.defs.metadata import latest_data_version
-from mlops_assets.defs.monitoring.assets import drift_report_key, production_performance_key
 from mlops_assets.defs.resources import DataStoreResource
-from mlops_assets.defs.training.assets import model_evaluation_key, trained_model_key
+from mlops_assets.monitoring.labels import labels_repository
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound
-from mlops_assets.traffic import labels_repository
 
 COOLDOWN_SECONDS = 30 * 60
 # New data on main is the automation's to train on; the drift sensor steps in only if the
 # automation has not picked it up within this long (stopped, or its run failed to start).
 AUTOMATION_GRACE_SECONDS = 120
-TRIGGER = "mlops/trigger"
 IN_FLIGHT = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
-
-
-def retrain_keys(spec_name: str) -> list[dg.AssetKey]:
-    """What a retraining runs: main's newest data through features, training, gate, rollout."""
-    return [
-        dataset_key(spec_name),
-        features_key(spec_name),
-        trained_model_key(spec_name),
-        model_evaluation_key(spec_name),
-        deployment_key(spec_name),
-    ]
-
-
-def monitor_keys(spec_name: str) -> list[dg.AssetKey]:
-    return [drift_report_key(spec_name), production_performance_key(spec_name)]
 
 
 def run_in_flight(instance: dg.DagsterInstance, key: dg.AssetKey) -> dg.DagsterRun | None:
@@ -102,14 +97,14 @@ def build_monitoring_sensor(spec: ModelSpec, interval_seconds: int = 10) -> dg.S
         return dg.RunRequest(
             run_key=f"monitor-{spec.name}-{head}",
             asset_selection=monitor_keys(spec.name),
-            tags={TRIGGER: "new_predictions", "mlops/model": spec.name, "mlops/log_commit": head},
+            tags={TRIGGER: "new_predictions", MODEL: spec.name, LOG_COMMIT: head},
         )
 
     return monitoring
 
 
 # (check name, asset key builder, trigger tag, figures copied into the run's tags)
-EVIDENCE = [
+TRIGGERING_CHECKS = [
     (
         "drift",
         drift_report_key,
@@ -159,7 +154,7 @@ def build_drift_sensor(spec: ModelSpec, cooldown_seconds: int = COOLDOWN_SECONDS
         cursor = json.loads(context.cursor) if context.cursor else {}
         instance = context.instance
         skips: list[str] = []
-        for check, asset_key, trigger, figures in EVIDENCE:
+        for check, asset_key, trigger, figures in TRIGGERING_CHECKS:
             record, evaluation = latest_evaluation(
                 instance, dg.AssetCheckKey(asset_key(spec.name), check)
             )
@@ -183,14 +178,14 @@ def build_drift_sensor(spec: ModelSpec, cooldown_seconds: int = COOLDOWN_SECONDS
                 continue
             cursor["last_trigger"] = time.time()
             context.update_cursor(json.dumps(cursor))
-            tags = {TRIGGER: trigger, "mlops/model": spec.name, "mlops/evidence": str(record.id)}
+            tags = {TRIGGER: trigger, MODEL: spec.name, EVIDENCE: str(record.id)}
             for name in figures:
                 if name in meta:
                     value = meta[name]
                     tags[f"mlops/{name}"] = (
                         f"{value:.4f}" if isinstance(value, float) else str(value)
                     )
-            tags["mlops/check"] = evaluation.description[:200] if evaluation.description else check
+            tags[CHECK] = evaluation.description[:200] if evaluation.description else check
             return dg.RunRequest(
                 run_key=f"{trigger}-{spec.name}-{record.id}", asset_selection=retrain, tags=tags
             )
@@ -276,8 +271,8 @@ def build_freshness_sensor(spec: ModelSpec) -> dg.SensorDefinition:
             asset_selection=retrain,
             tags={
                 TRIGGER: "freshness",
-                "mlops/model": spec.name,
-                "mlops/stale_since": record.updated_at.isoformat(),
+                MODEL: spec.name,
+                STALE_SINCE: record.updated_at.isoformat(),
             },
         )
 

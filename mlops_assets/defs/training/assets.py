@@ -6,9 +6,9 @@ import pandas as pd
 from pydantic import Field, ValidationError
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
-from mlops_assets.defs.features.assets import features_key
 from mlops_assets.defs.k8s import TRAINING_K8S_TAGS
-from mlops_assets.defs.training.resources import MlflowResource
+from mlops_assets.defs.keys import features_key, model_evaluation_key, trained_model_key
+from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.training import gate
 from mlops_assets.training.run import code_version, lineage_tags, train_and_log
@@ -21,14 +21,6 @@ from mlops_assets.training.tracking import (
 )
 from mlops_assets.training.train import TrainingError, split
 from mlops_assets.training.train import score as score_model
-
-
-def trained_model_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "trained_model"])
-
-
-def model_evaluation_key(spec_name: str) -> dg.AssetKey:
-    return dg.AssetKey([spec_name, "model_evaluation"])
 
 
 def _problems(e: ValidationError) -> str:

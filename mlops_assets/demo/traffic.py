@@ -2,10 +2,8 @@
 
 ``send_traffic`` sends rows from the data simulator (optionally from a drifted world) to the
 inference server, as a client would, and keeps what the simulator knows and the server does
-not: the true outcome of each served row. ``commit_labels`` delivers those outcomes later, the
-way labels arrive in production (a churn is known a month after the prediction), into the
-predictions repository under ``labels/<model>/<day>/``, keyed by the server's request id and
-the row's position in the request. ``production_performance`` joins them to the prediction log.
+not: the true outcome of each served row, as labels in the platform's labels contract
+(``mlops_assets.monitoring.labels``), which ``commit_labels`` delivers later.
 
 Plain library code: no Dagster import.
 """
@@ -16,15 +14,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 import httpx
-import orjson
 
-from mlops_assets.serving.predlog import predictions_repository
-from mlops_assets.simulator import simulate_batch
+from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.specs import ModelSpec
-from mlops_assets.store import NothingToCommit, VersionedStore
 from mlops_assets.training.train import records
-
-LABELS = "labels/"
 
 
 @dataclass
@@ -83,42 +76,3 @@ def send_traffic(
                     }
                 )
     return out
-
-
-def commit_labels(store: VersionedStore, spec: ModelSpec, labels: list[dict]) -> str | None:
-    """Deliver ground-truth labels into the predictions repository; the new commit id."""
-    if not labels:
-        return None
-    now = dt.datetime.now(dt.UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%S%f")
-    lines = b"".join(orjson.dumps({**x, "labelled_at": now.timestamp()}) + b"\n" for x in labels)
-    path = f"{LABELS}{spec.name}/{now:%Y%m%d}/labels-{stamp}.jsonl"
-    store.ensure_repository()
-    store.put("main", path, lines)
-    try:
-        return store.commit(
-            "main", f"labels: {len(labels)} row(s) of {spec.name}", {"rows": str(len(labels))}
-        ).id
-    except NothingToCommit:
-        # Uncommitted changes on a branch are shared (as in lakeFS): the prediction log's
-        # committer took our file into its own commit between our put and our commit.
-        head = store.head("main")
-        if store.get(head, path) != lines:
-            raise
-        return head
-
-
-def read_labels(store: VersionedStore, ref: str, spec: ModelSpec) -> dict[tuple[str, int], float]:
-    """Every delivered label of ``spec`` at ``ref``: (request id, row) -> true outcome."""
-    out: dict[tuple[str, int], float] = {}
-    for path in store.list(ref, f"{LABELS}{spec.name}/"):
-        for line in store.get(ref, path).splitlines():
-            if line.strip():
-                x = orjson.loads(line)
-                out[(str(x["request_id"]), int(x["row"]))] = x["label"]
-    return out
-
-
-def labels_repository(spec: ModelSpec) -> str:
-    """Labels live beside the prediction log they answer."""
-    return predictions_repository(spec.dataset.repository)

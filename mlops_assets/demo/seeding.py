@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from mlops_assets.demo.simulator import simulate_batch, to_csv_bytes
 from mlops_assets.ingest import IngestResult, ingest_batch
-from mlops_assets.simulator import simulate_batch, to_csv_bytes
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import VersionedStore
 

@@ -1,12 +1,12 @@
 """The inference server for the Dagster layer: its URL and admin token."""
 
-import os
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.serving.client import ServingClient, ServingError
+from mlops_assets.settings import Settings
 
 
 class ServingResource(dg.ConfigurableResource):
@@ -16,6 +16,13 @@ class ServingResource(dg.ConfigurableResource):
     token: str = Field(default="", description="admin token (MLOPS_SERVING_TOKEN)")
     token_file: str = Field(
         default="", description="embedded: the file the local server wrote its token to"
+    )
+    replay_holdout: bool = Field(
+        default=False,
+        description=(
+            "send the holdout rows as traffic while a rollout is watched: on in the embedded "
+            "demo (no clients), off in production, where replayed rows would reach monitoring"
+        ),
     )
 
     def client(self) -> ServingClient:
@@ -31,16 +38,23 @@ class ServingResource(dg.ConfigurableResource):
         return ServingClient(self.url, token)
 
 
-def build_serving_resource() -> ServingResource:
+def build_serving_resource(settings: Settings) -> ServingResource:
     """MLOPS_SERVING_URL switches to a remote server (token from MLOPS_SERVING_TOKEN)."""
-    if os.environ.get("MLOPS_SERVING_URL"):
+    replay = settings.replay_holdout
+    if settings.serving_url:
         return ServingResource(
-            url=dg.EnvVar("MLOPS_SERVING_URL"), token=dg.EnvVar("MLOPS_SERVING_TOKEN")
+            url=settings.serving_url,
+            token=dg.EnvVar("MLOPS_SERVING_TOKEN"),
+            replay_holdout=replay,
         )
-    from mlops_assets.serving.main import token_file
-
+    if settings.serving_token:
+        return ServingResource(
+            url=settings.serving_base_url,
+            token=dg.EnvVar("MLOPS_SERVING_TOKEN"),
+            replay_holdout=replay,
+        )
     return ServingResource(
-        url=f"http://127.0.0.1:{os.environ.get('MLOPS_SERVING_PORT', '8080')}",
-        token=os.environ.get("MLOPS_SERVING_TOKEN", ""),
-        token_file=str(token_file()) if not os.environ.get("MLOPS_SERVING_TOKEN") else "",
+        url=settings.serving_base_url,
+        token_file=str(settings.serving_token_file),
+        replay_holdout=replay,
     )

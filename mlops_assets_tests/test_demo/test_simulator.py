@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.demo.simulator import DRIFTS, simulate_batch, to_csv_bytes
 from mlops_assets.quality import audit_frame, parse_batch
-from mlops_assets.simulator import DRIFTS, simulate_batch, to_csv_bytes
 from mlops_assets_tests.conftest import DAY0
 
 

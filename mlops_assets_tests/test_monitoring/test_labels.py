@@ -1,8 +1,8 @@
 """Delayed labels: delivered beside the prediction log, read back by (request id, row)."""
 
+from mlops_assets.monitoring.labels import commit_labels, labels_repository, read_labels
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets.traffic import commit_labels, labels_repository, read_labels
 
 SPEC = get_spec("churn")
 

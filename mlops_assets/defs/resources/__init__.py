@@ -10,9 +10,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from mlops_assets import settings
-from mlops_assets.defs.deployment.resources import build_serving_resource
-from mlops_assets.defs.training.resources import build_mlflow_resource
+from mlops_assets.defs.resources.serving import build_serving_resource
+from mlops_assets.defs.resources.tracking import build_mlflow_resource
+from mlops_assets.settings import Settings
 from mlops_assets.store import VersionedStore, open_store
 
 
@@ -21,6 +21,7 @@ class DataStoreResource(dg.ConfigurableResource):
 
     backend: str = Field(default="local", description="'local' (embedded) or 'lakefs'")
     local_root: str = Field(default="", description="local backend: folder of repositories")
+    committer: str = Field(default="", description="local backend: who commits (MLOPS_COMMITTER)")
     lakefs_endpoint: str = Field(default="", description="lakeFS URL, e.g. https://lakefs:8000")
     lakefs_access_key_id: str = Field(default="", description="lakeFS access key id")
     lakefs_secret_access_key: str = Field(default="", description="lakeFS secret access key")
@@ -39,7 +40,7 @@ class DataStoreResource(dg.ConfigurableResource):
                 secret_access_key=self.lakefs_secret_access_key,
                 storage_namespace=self.lakefs_storage_namespace,
             )
-        return open_store(self.backend, repository, root=self.local_root)
+        return open_store(self.backend, repository, root=self.local_root, committer=self.committer)
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
@@ -105,23 +106,26 @@ class LocalFilesResource(dg.ConfigurableResource):
         return path
 
 
-def build_resources() -> dict[str, object]:
-    """Embedded defaults, or production services where their switch says so (see settings)."""
-    if settings.data_backend() == "lakefs":
+def build_resources(settings: Settings) -> dict[str, object]:
+    """Embedded defaults, or production services where their switch says so (see settings).
+    Secrets stay ``dg.EnvVar``: Dagster reads them when a run starts, they never sit in config."""
+    if settings.data_backend == "lakefs":
         store = DataStoreResource(
             backend="lakefs",
-            lakefs_endpoint=dg.EnvVar("LAKEFS_ENDPOINT"),
+            lakefs_endpoint=settings.lakefs_endpoint,
             lakefs_access_key_id=dg.EnvVar("LAKEFS_ACCESS_KEY_ID"),
             lakefs_secret_access_key=dg.EnvVar("LAKEFS_SECRET_ACCESS_KEY"),
-            lakefs_storage_namespace=os.environ.get("LAKEFS_STORAGE_NAMESPACE", ""),
+            lakefs_storage_namespace=settings.lakefs_storage_namespace,
         )
     else:
-        store = DataStoreResource(backend="local", local_root=str(settings.store_root()))
+        store = DataStoreResource(
+            backend="local", local_root=str(settings.store_root), committer=settings.committer
+        )
     return {
         "data_store": store,
-        "mlflow": build_mlflow_resource(),
-        "serving": build_serving_resource(),
-        "io_manager": ParquetIOManager(base_dir=str(settings.data_dir() / "assets")),
-        "json_io_manager": JsonIOManager(base_dir=str(settings.data_dir() / "assets")),
-        "files": LocalFilesResource(base_dir=str(settings.data_dir() / "files")),
+        "mlflow": build_mlflow_resource(settings),
+        "serving": build_serving_resource(settings),
+        "io_manager": ParquetIOManager(base_dir=str(settings.data_dir / "assets")),
+        "json_io_manager": JsonIOManager(base_dir=str(settings.data_dir / "assets")),
+        "files": LocalFilesResource(base_dir=str(settings.data_dir / "files")),
     }

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.demo.seeding import DEMO_DAYS, DEMO_ROWS
+from mlops_assets.demo.simulator import simulate_batch, simulate_with_truth
 from mlops_assets.featurize import build_features, is_holdout
 from mlops_assets.monitoring.performance import compare, live_score
-from mlops_assets.seeding import DEMO_DAYS, DEMO_ROWS
-from mlops_assets.simulator import simulate_batch, simulate_with_truth
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.train import decision_threshold, fit, inputs, predictions
 

@@ -1,7 +1,7 @@
 """The closed loop, driven and timed: a drifted batch lands while traffic flows, and the
 platform (the real daemon and inference server) retrains, gates and rolls out by itself.
 
-``python -m mlops_assets.loop --rounds 3`` (``scripts/bench-loop.sh``) prints the time from
+``python -m benchmarks.loop --rounds 3`` (``scripts/bench-loop.sh``) prints the time from
 "drifted commit lands" to "retrained model takes all traffic", with a breakdown, and the code
 location's load time against an empty one. The end-to-end test drives the same ``Platform``.
 """
@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 
 from mlops_assets import procs
+from mlops_assets.defs.keys import LOOP_STEPS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-LOOP_STEPS = ("dataset", "features", "trained_model", "model_evaluation", "deployment")
 
 
 @dataclass
@@ -213,8 +213,8 @@ class Platform:
 
     def serving_shares(self, requests: int = 40) -> dict[str, int]:
         """Which version answered each of ``requests`` real requests."""
+        from mlops_assets.demo.traffic import send_traffic
         from mlops_assets.specs.model import get_spec
-        from mlops_assets.traffic import send_traffic
 
         spec = get_spec(self.spec_name)
         day = self.end + dt.timedelta(days=1)
@@ -234,9 +234,10 @@ class Traffic:
 
     def _run(self) -> None:
         from mlops_assets import settings
+        from mlops_assets.demo.traffic import send_traffic
+        from mlops_assets.monitoring.labels import commit_labels, labels_repository
         from mlops_assets.specs.model import get_spec
         from mlops_assets.store import open_store
-        from mlops_assets.traffic import commit_labels, labels_repository, send_traffic
 
         spec = get_spec(self.platform.spec_name)
         store = open_store("local", labels_repository(spec), root=str(settings.store_root()))
@@ -264,8 +265,8 @@ def land_batch(spec_name: str, day: dt.date, drift: str) -> str:
     """Commit one simulated day through write-audit-publish and report it, as `mlops ingest`."""
     from mlops_assets import settings
     from mlops_assets.cli import report_to_dagster
+    from mlops_assets.demo.simulator import simulate_batch, to_csv_bytes
     from mlops_assets.ingest import ingest_batch
-    from mlops_assets.simulator import simulate_batch, to_csv_bytes
     from mlops_assets.specs.model import get_spec
     from mlops_assets.store import open_store
 

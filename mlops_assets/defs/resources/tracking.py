@@ -9,7 +9,6 @@ same Dagster run, env tags, chunked params), but starts the run only inside
 ``start_run(...)`` and always ends it there: FINISHED, or FAILED if the body raised.
 """
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -17,7 +16,7 @@ from types import SimpleNamespace
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets import settings
+from mlops_assets.settings import Settings
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.tracking import Tracking
 
@@ -115,16 +114,13 @@ def _end_all(tracking: Tracking, status: str, context) -> None:
             mlflow.tracking.fluent._active_run_stack.get().clear()
 
 
-def build_mlflow_resource() -> MlflowResource:
+def build_mlflow_resource(settings: Settings) -> MlflowResource:
     """A tracking server where MLFLOW_TRACKING_URI says so, else the embedded SQLite store."""
-    if settings.tracking_uri():
+    if settings.tracking_uri:
         return MlflowResource(
-            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"),
-            ui_url=os.environ.get("MLFLOW_UI_URL", ""),
+            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), ui_url=settings.mlflow_ui_url
         )
     uri, artifacts = settings.embedded_tracking()
     return MlflowResource(
-        tracking_uri=uri,
-        artifact_root=str(artifacts),
-        ui_url=os.environ.get("MLFLOW_UI_URL", settings.EMBEDDED_MLFLOW_UI),
+        tracking_uri=uri, artifact_root=str(artifacts), ui_url=settings.mlflow_ui_url
     )

@@ -187,9 +187,9 @@ def _prepare(work: Path, rows_per_day: int):
     os.environ.pop("MLOPS_SPECS_DIR", None)
     import mlflow
 
+    from mlops_assets.demo.seeding import seed_demo
     from mlops_assets.featurize import SPLIT, build_features
     from mlops_assets.quality import load_dataset
-    from mlops_assets.seeding import seed_demo
     from mlops_assets.specs.model import get_spec
     from mlops_assets.store.local import LocalStore
     from mlops_assets.training.run import lineage_tags, train_and_log
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: wrk is not installed: run scripts/bench.sh (it installs it)", file=sys.stderr)
         return 2
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     bin_dir = Path(sys.executable).parent
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-"))
     print(f"bench: preparing the churn model in {work} ...", flush=True)
