@@ -14,6 +14,7 @@ setup(
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
         "dagster-graphql==1.13.27",
+        "dagster-dg-cli==1.13.27",  # `dg check defs`, `dg list defs`, `dg launch`, `dg dev`
         "dagster-mlflow==0.29.27",
         "dagster-k8s==0.29.27",
         "dagster-postgres==0.29.27",
