@@ -5,7 +5,25 @@ from __future__ import annotations
 import dagster as dg
 import pandas as pd
 
+from mlops_assets.specs import ModelSpec
 from mlops_assets.store import Commit, VersionedStore
+
+# The parts of a spec that describe the model, not the data: editing them leaves the data and
+# feature assets' code versions alone.
+MODEL_SECTIONS = {
+    "description",
+    "registered_model",
+    "model",
+    "evaluation",
+    "threshold",
+    "freshness",
+}
+
+
+def spec_version(spec: ModelSpec, code: str) -> str:
+    """Code version of a data asset: its logic revision plus a digest of the spec's data part
+    (editing the estimator or the gate does not make the data stale)."""
+    return f"{code}-{spec.digest(exclude=MODEL_SECTIONS)}"
 
 
 def commit_metadata(store: VersionedStore, commit: Commit, branch: str) -> dict[str, object]:

@@ -7,7 +7,12 @@ from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.keys import dataset_key, raw_data_key
-from mlops_assets.defs.metadata import commit_metadata, frame_metadata, latest_data_version
+from mlops_assets.defs.metadata import (
+    commit_metadata,
+    frame_metadata,
+    latest_data_version,
+    spec_version,
+)
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
 from mlops_assets.quality import CHECKS, load_dataset
@@ -21,22 +26,6 @@ CHECK_DESCRIPTIONS = {
     "row_count": "At least the spec's min_rows rows.",
     "duplicate_keys": "The key column is unique across all batches.",
 }
-
-
-MODEL_SECTIONS = {
-    "description",
-    "registered_model",
-    "model",
-    "evaluation",
-    "threshold",
-    "freshness",
-}
-
-
-def spec_version(spec: ModelSpec, code: str) -> str:
-    """Code version of a data asset: its logic revision plus a digest of the spec's data part
-    (editing the estimator or the gate does not make the data stale)."""
-    return f"{code}-{spec.digest(exclude=MODEL_SECTIONS)}"
 
 
 def report_ingest_audit(instance: dg.DagsterInstance, result: IngestResult) -> None:

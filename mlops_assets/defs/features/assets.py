@@ -6,9 +6,8 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.defs.conditions import LOOP
-from mlops_assets.defs.data.assets import spec_version
 from mlops_assets.defs.keys import dataset_key, features_key
-from mlops_assets.defs.metadata import frame_metadata, latest_data_version
+from mlops_assets.defs.metadata import frame_metadata, latest_data_version, spec_version
 from mlops_assets.defs.resources import LocalFilesResource
 from mlops_assets.featurize import REVISION, SPLIT, build_features, reference_profile
 from mlops_assets.specs import ModelSpec

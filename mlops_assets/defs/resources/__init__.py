@@ -112,7 +112,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.data_backend == "lakefs":
         store = DataStoreResource(
             backend="lakefs",
-            lakefs_endpoint=settings.lakefs_endpoint,
+            lakefs_endpoint=dg.EnvVar("LAKEFS_ENDPOINT"),
             lakefs_access_key_id=dg.EnvVar("LAKEFS_ACCESS_KEY_ID"),
             lakefs_secret_access_key=dg.EnvVar("LAKEFS_SECRET_ACCESS_KEY"),
             lakefs_storage_namespace=settings.lakefs_storage_namespace,
