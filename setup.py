@@ -8,7 +8,7 @@ setup(
     version="0.1.0",
     description="The ML lifecycle as Dagster software-defined assets: lakeFS, MLflow, Evidently.",
     python_requires=">=3.11,<3.13",
-    packages=find_packages(exclude=["mlops_assets_tests", "mlops_assets_tests.*"]),
+    packages=find_packages(exclude=["mlops_assets_tests", "mlops_assets_tests.*", "benchmarks"]),
     package_data={"mlops_assets.specs": ["*.yaml"]},
     install_requires=[
         "dagster==1.13.27",

@@ -17,6 +17,7 @@ import time
 
 import dagster as dg
 
+from mlops_assets.defs.dagster_internals import freshness_failed, latest_check_evaluation
 from mlops_assets.defs.keys import (
     CHECK,
     EVIDENCE,
@@ -121,18 +122,8 @@ TRIGGERING_CHECKS = [
 
 
 def latest_evaluation(instance: dg.DagsterInstance, key: dg.AssetCheckKey):
-    """The newest completed evaluation of a check (a planned one has no result yet)."""
-    from dagster._core.storage.asset_check_execution_record import (
-        AssetCheckExecutionRecordStatus as Status,
-    )
-
-    records = instance.event_log_storage.get_asset_check_execution_history(
-        key, limit=1, status={Status.SUCCEEDED, Status.FAILED}
-    )
-    if not records or records[0].event is None:
-        return None, None
-    record = records[0]
-    return record, record.event.dagster_event.event_specific_data
+    """The newest completed evaluation of a check: (execution record, evaluation)."""
+    return latest_check_evaluation(instance, key)
 
 
 def build_drift_sensor(spec: ModelSpec, cooldown_seconds: int = COOLDOWN_SECONDS):
@@ -251,13 +242,11 @@ def build_freshness_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         ),
     )
     def stale_model(context: dg.SensorEvaluationContext):
-        from dagster._core.definitions.freshness import FreshnessState
-
         record = context.instance.get_freshness_state_records([model]).get(model)
         if record is None:
             return dg.SkipReason("the freshness daemon has not evaluated the model yet")
         state = record.freshness_state
-        if state != FreshnessState.FAIL:
+        if not freshness_failed(state):
             return dg.SkipReason(f"the model's freshness is {state.value}")
         stamp = f"{record.updated_at.timestamp():.0f}"
         if context.cursor == stamp:
