@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mlops_assets.specs import DatasetSpec
+from mlops_assets.store import VersionedStore
 
 # The check (asset check name) each rule belongs to.
 RULE_CHECK = {
@@ -278,3 +279,14 @@ def load_dataset(
         data = pd.DataFrame({c: pd.Series(dtype="object") for c in [*spec.columns, SOURCE_COLUMN]})
     violations.extend(audit_frame(data, spec, check_row_count=True))
     return data, violations
+
+
+def read_dataset(
+    store: VersionedStore, spec: DatasetSpec, commit: str
+) -> tuple[pd.DataFrame, list[Violation], int]:
+    """The dataset at exactly ``commit`` (an immutable commit id, never a branch): every batch
+    file under the spec's prefix, parsed and audited. Returns the rows, the violations and the
+    number of batch files read. The one place the platform reads a dataset."""
+    paths = store.list(commit, spec.prefix)
+    data, violations = load_dataset({p: store.get(commit, p) for p in paths}, spec)
+    return data, violations, len(paths)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mlops_assets.specs import ModelSpec
+from mlops_assets.store import VersionedStore
 
 PREDICTION = "prediction"
 
@@ -135,3 +136,40 @@ def compute_drift(
     order = {c: i for i, c in enumerate(cur.columns)}
     columns.sort(key=lambda c: order.get(c.column, len(order)))
     return DriftResult(columns, len(ref), len(cur), snapshot.get_html_str(False) if html else "")
+
+
+def reference_frame(store: VersionedStore, spec: ModelSpec, commit: str, model) -> pd.DataFrame:
+    """What "normal" is for a serving version: the training split of exactly the data it
+    learned (the dataset at ``commit``), with the version's own answers as ``prediction``."""
+    from mlops_assets.featurize import SPLIT, build_features
+    from mlops_assets.quality import read_dataset
+    from mlops_assets.training.train import inputs, predictions
+
+    dataset, _, _ = read_dataset(store, spec.dataset, commit)
+    features = build_features(dataset, spec)
+    train = features[features[SPLIT] == "train"]
+    reference = inputs(train, spec)
+    reference[PREDICTION] = predictions(model, train, spec)
+    return reference
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How a drift result is judged: passed below ``warn_share``; ERROR (which retrains) at or
+    above ``error_share``, WARN in between."""
+
+    passed: bool
+    error: bool
+    description: str
+    drifted: list[str]
+
+
+def judge(result: DriftResult, warn_share: float, error_share: float) -> Verdict:
+    share = result.drift_share
+    drifted = [c.column for c in result.features if c.drifted]
+    description = (
+        f"{result.drifted_count} of {len(result.features)} features drifted "
+        f"(share {share:.0%}; warn at {warn_share:.0%}, error at {error_share:.0%})"
+        f"{': ' + ', '.join(drifted) if drifted else ''}"
+    )
+    return Verdict(share < warn_share, share >= error_share, description, drifted)

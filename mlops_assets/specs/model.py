@@ -260,6 +260,20 @@ class ModelSpec(_Strict):
         return [f for f in self.features if cols[f].dtype in ("category", "string")]
 
 
+def validation_problems(error: ValidationError, kind: str = "") -> str:
+    """Every problem pydantic found, each naming its field: the one formatter of validation
+    errors. With ``kind`` (``"field"`` for run config, ``"parameter"`` for ``mlflow run``),
+    each problem also shows the value it got."""
+    parts = []
+    for err in error.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if kind:
+            parts.append(f"{kind} '{where}': {err['msg']} (got {err.get('input')!r})")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
 def load_spec_file(path: Path) -> ModelSpec:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -268,11 +282,7 @@ def load_spec_file(path: Path) -> ModelSpec:
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ValueError(f"model spec {path}: {problems}") from None
+        raise ValueError(f"model spec {path}: {validation_problems(e)}") from None
 
 
 @functools.cache

@@ -16,10 +16,10 @@ import sys
 from pydantic import ValidationError
 
 from mlops_assets.featurize import build_features
-from mlops_assets.quality import load_dataset
+from mlops_assets.quality import read_dataset
 from mlops_assets.settings import Settings
 from mlops_assets.specs import Hyperparameters
-from mlops_assets.specs.model import get_spec
+from mlops_assets.specs.model import get_spec, validation_problems
 
 PARAMS = tuple(Hyperparameters.model_fields)
 
@@ -54,18 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = Hyperparameters.model_validate({**spec.model.model_dump(), **overrides})
     except ValidationError as e:
-        problems = "; ".join(
-            f"parameter '{err['loc'][0]}': {err['msg']} (got {err.get('input')!r})"
-            for err in e.errors()
-        )
+        problems = validation_problems(e, "parameter")
         print(f"train: rejected before training: {problems}", file=sys.stderr)
         return 2
 
     settings = Settings.from_env()
     store = open_store(settings.data_backend, spec.dataset.repository, **settings.store_options())
     commit = store.get_commit(args.ref)
-    paths = store.list(commit.id, spec.dataset.prefix)
-    dataset, violations = load_dataset({p: store.get(commit.id, p) for p in paths}, spec.dataset)
+    dataset, violations, _ = read_dataset(store, spec.dataset, commit.id)
     if violations:
         print(f"train: data at {commit.id} fails its checks: {violations[0]}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlops_assets.featurize import SPLIT, build_features
-from mlops_assets.quality import load_dataset
+from mlops_assets.quality import read_dataset
 from mlops_assets.specs import Hyperparameters, ModelSpec
 from mlops_assets.store import VersionedStore
 from mlops_assets.training import lineage
@@ -91,8 +91,7 @@ def reproduce(
         if recorded and recorded != v:
             differences.append(f"{lib} is {v}, the version was trained with {recorded}")
 
-    paths = store.list(commit, spec.dataset.prefix)
-    dataset, violations = load_dataset({p: store.get(commit, p) for p in paths}, spec.dataset)
+    dataset, violations, _ = read_dataset(store, spec.dataset, commit)
     if violations:
         differences.append(f"the data at {commit[:12]} now fails {len(violations)} check(s)")
     features = build_features(dataset, spec)

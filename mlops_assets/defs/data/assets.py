@@ -15,7 +15,7 @@ from mlops_assets.defs.metadata import (
 )
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.ingest import IngestResult
-from mlops_assets.quality import CHECKS, load_dataset
+from mlops_assets.quality import CHECKS, read_dataset
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound, VersionedStore
 
@@ -137,12 +137,11 @@ def build_data_assets(spec: ModelSpec) -> list:
     def ingest_audit(data_store: DataStoreResource) -> dg.AssetCheckResult:
         store = data_store.open(repo)
         commit = store.get_commit("main")
-        files = {p: store.get(commit.id, p) for p in store.list(commit.id, spec.dataset.prefix)}
-        _, violations = load_dataset(files, spec.dataset)
+        _, violations, files = read_dataset(store, spec.dataset, commit.id)
         return dg.AssetCheckResult(
             passed=not violations,
             description="; ".join(map(str, violations))[:2000] or "all batches on main pass",
-            metadata={"lakefs_commit": commit.id, "files": len(files)},
+            metadata={"lakefs_commit": commit.id, "files": files},
         )
 
     @dg.asset(
@@ -176,10 +175,8 @@ def build_data_assets(spec: ModelSpec) -> list:
             )
         # Resolve once; every read below uses the immutable commit id, never a branch name.
         commit = store.get_commit(ref)
-        paths = store.list(commit.id, spec.dataset.prefix)
-        context.log.info(f"reading {len(paths)} batch file(s) at commit {commit.id}")
-        files = {p: store.get(commit.id, p) for p in paths}
-        df, violations = load_dataset(files, spec.dataset)
+        df, violations, files = read_dataset(store, spec.dataset, commit.id)
+        context.log.info(f"read {files} batch file(s) at commit {commit.id}")
         # Parquet keeps attrs: every downstream asset knows the exact commit it descends from.
         df.attrs.update(
             lakefs_repository=store.repository,
@@ -192,7 +189,7 @@ def build_data_assets(spec: ModelSpec) -> list:
             metadata={
                 **commit_metadata(store, commit, config.ref or "main"),
                 **frame_metadata(df),
-                "batch_files": len(paths),
+                "batch_files": files,
             },
         )
         for check in CHECKS:

@@ -1,6 +1,8 @@
 """Group ``deployment``: the version that passed the gate, rolled out to the inference server
 (canary or blue-green) and promoted or rolled back automatically."""
 
+from dataclasses import fields
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
@@ -80,15 +82,7 @@ def build_deployment_assets(spec: ModelSpec) -> list:
         candidate = str(model_evaluation["challenger_version"])
         client = serving.client()
         tracking = mlflow.tracking()
-        policy = Policy(
-            strategy=config.strategy,
-            canary_weight=config.canary_weight,
-            window_requests=config.window_requests,
-            max_error_rate=config.max_error_rate,
-            max_p95_ms=config.max_p95_ms,
-            max_prediction_shift=config.max_prediction_shift,
-            timeout_seconds=config.timeout_seconds,
-        )
+        policy = Policy(**{f.name: getattr(config, f.name) for f in fields(Policy)})
         holdout = records(features[features[SPLIT] == "holdout"], spec)
         replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
 

@@ -3,29 +3,25 @@
 import datetime as dt
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.keys import deployment_key, drift_report_key, production_performance_key
 from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
 from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
-from mlops_assets.featurize import SPLIT, build_features
-from mlops_assets.monitoring.drift import PREDICTION, DriftInputError, compute_drift
-from mlops_assets.monitoring.labels import labels_repository, read_labels
+from mlops_assets.monitoring.drift import DriftInputError, compute_drift, judge, reference_frame
+from mlops_assets.monitoring.labels import labels_repository
 from mlops_assets.monitoring.performance import (
     PerformanceInputError,
     bootstrap_se,
     compare,
     live_score,
 )
-from mlops_assets.quality import load_dataset
+from mlops_assets.monitoring.windows import current_window, labelled_window
 from mlops_assets.serving.client import ServingError
-from mlops_assets.serving.predlog import PREFIX, predictions_repository, read_rows
+from mlops_assets.serving.predlog import predictions_repository
 from mlops_assets.specs import ModelSpec
-from mlops_assets.store import NotFound
 from mlops_assets.training.tracking import PRODUCTION
-from mlops_assets.training.train import inputs, predictions
 
 
 class DriftConfig(dg.Config):
@@ -48,56 +44,6 @@ class PerformanceConfig(dg.Config):
         lt=1,
         description="band around the evaluated score, relative (0.03 = the roadmap's ±3%)",
     )
-
-
-def served_rows(store, spec: ModelSpec, version: str, ref: str | None = None):
-    """Rows the serving version answered, newest first, from the committed log at ``ref``."""
-    if ref is None:
-        try:
-            ref = store.get_commit("main").id
-        except NotFound:
-            return
-    paths = sorted(store.list(ref, f"{PREFIX}{spec.name}/"))
-    for path in reversed(paths):  # newest segments first
-        for r in reversed(read_rows(store.get(ref, path))):
-            if r["model_version"] == version:
-                yield r
-
-
-def current_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
-    """The newest ``rows`` rows the serving version answered, from the committed log."""
-    out: list[dict] = []
-    for r in served_rows(store, spec, version):
-        value = r.get("probability", r.get("prediction"))
-        out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
-        if len(out) >= rows:
-            break
-    return pd.DataFrame(out[::-1])
-
-
-def labelled_window(store, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
-    """The newest ``rows`` served rows of ``version`` whose label has arrived, with it."""
-    try:
-        ref = store.get_commit("main").id
-    except NotFound:
-        return pd.DataFrame()
-    labels = read_labels(store, ref, spec)
-    out: list[dict] = []
-    for r in served_rows(store, spec, version, ref):
-        label = labels.get((str(r["request_id"]), int(r["row"])))
-        if label is None:
-            continue
-        out.append(
-            {
-                "label": label,
-                "prediction": r.get("prediction"),
-                "probability": r.get("probability"),
-                "timestamp": r["timestamp"],
-            }
-        )
-        if len(out) >= rows:
-            break
-    return pd.DataFrame(out[::-1])
 
 
 def serving_version(tracking, spec: ModelSpec, what: str):
@@ -136,6 +82,59 @@ def skipped(check: str, version: str, meta: dict, reason: str):
     )
 
 
+def _window_metadata(version: str, commit: str, reference_rows: int, current) -> dict:
+    meta: dict = {
+        "serving_version": version,
+        "reference_commit": dg.MetadataValue.text(commit),
+        "reference_rows": reference_rows,
+        "window_rows": len(current),
+    }
+    if len(current):
+        meta["window_start"] = str(current["timestamp"].iloc[0])
+        meta["window_end"] = str(current["timestamp"].iloc[-1])
+    return meta
+
+
+def _publish_report(context, tracking, files, spec: ModelSpec, model_version, result):
+    """The HTML report on disk and as an MLflow run (a link the UI can open: browsers refuse
+    file://); returns its path and the links to show."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = files.write_text(("reports", spec.name, f"drift-{stamp}.html"), result.html)
+    figures = {"drift_share": result.drift_share, "drifted_columns": float(result.drifted_count)}
+    if result.prediction is not None:
+        figures["prediction_drift_score"] = float(result.prediction.score)
+    tags = {
+        "mlops.kind": "drift_report",
+        "mlops.model_version": model_version.version,
+        "lakefs.commit": model_version.tags.get("lakefs.commit", ""),
+        "dagster.run_id": context.run.run_id,
+    }
+    report_run, report_url = tracking.log_report(spec, path, figures, tags)
+    links = {
+        "report_url": report_url,
+        "report_run_url": report_run,
+        "model_version_url": tracking.version_url(spec.model_name, model_version.version),
+        "mlflow_run_url": tracking.run_url(
+            tracking.ensure_experiment(spec), str(model_version.run_id)
+        ),
+    }
+    return path, {k: dg.MetadataValue.url(v) for k, v in links.items() if v}
+
+
+def _drift_metadata(result, path, links: dict) -> dict:
+    meta = {
+        "drift_share": float(result.drift_share),
+        "drifted_columns": int(result.drifted_count),
+        "columns": dg.MetadataValue.md(result.table()),
+        "report": dg.MetadataValue.path(str(path)),
+        **links,
+    }
+    if result.prediction is not None:
+        meta["prediction_drift_score"] = float(result.prediction.score)
+        meta["prediction_drifted"] = result.prediction.drifted
+    return meta
+
+
 def build_monitoring_assets(spec: ModelSpec) -> list:
     @dg.asset(
         key=drift_report_key(spec.name),
@@ -164,119 +163,50 @@ def build_monitoring_assets(spec: ModelSpec) -> list:
         serving: ServingResource,
     ):
         tracking = mlflow.tracking()
-        serving_model = serving_version(tracking, spec, "to monitor")
-        version = serving_model.version
-        commit = serving_model.tags.get("lakefs.commit")
+        model_version = serving_version(tracking, spec, "to monitor")
+        version, commit = model_version.version, model_version.tags.get("lakefs.commit")
         if not commit:
             raise dg.Failure(f"version {version} has no lakefs.commit tag", allow_retries=False)
-
-        # The reference: the training split of exactly the data the serving version learned.
-        store = data_store.open(spec.dataset.repository)
-        paths = store.list(commit, spec.dataset.prefix)
-        dataset, _ = load_dataset({p: store.get(commit, p) for p in paths}, spec.dataset)
-        train = build_features(dataset, spec)
-        train = train[train[SPLIT] == "train"]
         model = tracking.load_model(spec.model_name, version)
-        reference = inputs(train, spec)
-        reference[PREDICTION] = predictions(model, train, spec)
-
+        reference = reference_frame(data_store.open(spec.dataset.repository), spec, commit, model)
         log_store = data_store.open(predictions_repository(spec.dataset.repository))
         current = current_window(log_store, spec, version, config.window_rows)
-        meta: dict = {
-            "serving_version": version,
-            "reference_commit": dg.MetadataValue.text(commit),
-            "reference_rows": len(reference),
-            "window_rows": len(current),
-        }
-        if len(current):
-            meta["window_start"] = str(current["timestamp"].iloc[0])
-            meta["window_end"] = str(current["timestamp"].iloc[-1])
+        meta = _window_metadata(version, commit, len(reference), current)
         if len(current) < config.min_rows:
-            yield from skipped(
-                "drift",
-                version,
-                meta,
+            reason = (
                 f"{len(current)} logged row(s) for version {version}, fewer than "
-                f"min_rows={config.min_rows}; nothing to compare yet",
+                f"min_rows={config.min_rows}; nothing to compare yet"
             )
+            yield from skipped("drift", version, meta, reason)
             return
         try:
             result = compute_drift(reference, current.drop(columns=["timestamp"]), spec)
         except DriftInputError as e:
             yield from skipped("drift", version, meta, str(e))
             return
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        path = files.write_text(("reports", spec.name, f"drift-{stamp}.html"), result.html)
-        pred = result.prediction
-        figures = {
-            "drift_share": float(result.drift_share),
-            "drifted_columns": float(result.drifted_count),
-        }
-        if result.prediction is not None:
-            figures["prediction_drift_score"] = float(result.prediction.score)
-        # The report as an MLflow run too: a link the UI can open (browsers refuse file://).
-        report_run, report_url = tracking.log_report(
-            spec,
-            path,
-            figures,
-            {
-                "mlops.kind": "drift_report",
-                "mlops.model_version": version,
-                "lakefs.commit": commit,
-                "dagster.run_id": context.run.run_id,
-            },
-        )
-        meta.update(
-            drift_share=float(result.drift_share),
-            drifted_columns=int(result.drifted_count),
-            columns=dg.MetadataValue.md(result.table()),
-            report=dg.MetadataValue.path(str(path)),
-        )
-        links = {
-            "report_url": report_url,
-            "report_run_url": report_run,
-            "model_version_url": tracking.version_url(spec.model_name, version),
-            "mlflow_run_url": tracking.run_url(
-                tracking.ensure_experiment(spec), str(serving_model.run_id)
-            ),
-        }
-        meta.update({k: dg.MetadataValue.url(v) for k, v in links.items() if v})
-        push_figures(context, serving, spec, serving_model, drift_share=float(result.drift_share))
-        if pred is not None:
-            meta["prediction_drift_score"] = float(pred.score)
-            meta["prediction_drifted"] = pred.drifted
-        share = result.drift_share
-        severity = (
-            dg.AssetCheckSeverity.ERROR
-            if share >= config.error_share
-            else dg.AssetCheckSeverity.WARN
-        )
-        passed = share < config.warn_share
-        drifted = [c.column for c in result.features if c.drifted]
-        description = (
-            f"{result.drifted_count} of {len(result.features)} features drifted "
-            f"(share {share:.0%}; warn at {config.warn_share:.0%}, error at "
-            f"{config.error_share:.0%}){': ' + ', '.join(drifted) if drifted else ''}"
-        )
-        context.log.info(description)
+        verdict = judge(result, config.warn_share, config.error_share)
+        path, links = _publish_report(context, tracking, files, spec, model_version, result)
+        meta.update(_drift_metadata(result, path, links))
+        push_figures(context, serving, spec, model_version, drift_share=result.drift_share)
+        context.log.info(verdict.description)
         summary = {
             "version": version,
-            "drift_share": share,
-            "drifted": drifted,
+            "drift_share": result.drift_share,
+            "drifted": verdict.drifted,
             "report": str(path),
             "window_rows": len(current),
         }
         yield dg.Output(summary, metadata=meta)
         yield dg.AssetCheckResult(
             check_name="drift",
-            passed=passed,
-            severity=severity,
-            description=description,
+            passed=verdict.passed,
+            severity=dg.AssetCheckSeverity.ERROR if verdict.error else dg.AssetCheckSeverity.WARN,
+            description=verdict.description,
             metadata={
-                "drift_share": float(share),
+                "drift_share": float(result.drift_share),
                 "drifted_columns": int(result.drifted_count),
                 "report": dg.MetadataValue.path(str(path)),
-                **({"report_url": dg.MetadataValue.url(report_url)} if report_url else {}),
+                **({"report_url": links["report_url"]} if "report_url" in links else {}),
                 "serving_version": version,
                 "skipped": False,
             },

@@ -1,33 +1,29 @@
 """Group ``training``: a trained, registered model and the gate that decides whether it may
 replace the champion."""
 
+from typing import Literal, get_origin
+
 import dagster as dg
 import pandas as pd
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, create_model
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.k8s import TRAINING_K8S_TAGS
 from mlops_assets.defs.keys import features_key, model_evaluation_key, trained_model_key
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
-from mlops_assets.training import gate
+from mlops_assets.specs.model import validation_problems
+from mlops_assets.training.evaluate import evaluate
 from mlops_assets.training.run import code_version, lineage_tags, train_and_log
 from mlops_assets.training.tracking import (
-    CHALLENGER,
     PRODUCTION,
-    Tracking,
-    TrackingUnavailable,
     register,
 )
 from mlops_assets.training.train import TrainingError, split
-from mlops_assets.training.train import score as score_model
 
 
 def _problems(e: ValidationError) -> str:
-    return "; ".join(
-        f"field '{'.'.join(str(p) for p in err['loc'])}': {err['msg']} (got {err.get('input')!r})"
-        for err in e.errors()
-    )
+    return validation_problems(e, "field")
 
 
 def _url(meta: dict, name: str, url: str) -> None:
@@ -36,23 +32,18 @@ def _url(meta: dict, name: str, url: str) -> None:
 
 
 def train_config_class(spec: ModelSpec) -> type:
-    """Hyperparameters as run config, with this spec's values as the launchpad defaults."""
-    d = spec.model
-    desc = {n: f.description for n, f in Hyperparameters.model_fields.items()}
-
-    class TrainConfig(dg.Config):
-        estimator: str = Field(default=d.estimator, description=desc["estimator"])
-        n_estimators: int = Field(default=d.n_estimators, description=desc["n_estimators"])
-        max_depth: int | None = Field(default=d.max_depth, description=desc["max_depth"])
-        min_samples_leaf: int = Field(
-            default=d.min_samples_leaf, description=desc["min_samples_leaf"]
+    """Hyperparameters as run config, generated from ``Hyperparameters`` (defined once) with
+    this spec's values as the launchpad defaults. Choices and bounds are checked by
+    ``Hyperparameters`` before training, so a wrong value is refused with its field named."""
+    fields = {
+        name: (
+            str if get_origin(field.annotation) is Literal else field.annotation,
+            Field(default=getattr(spec.model, name), description=field.description),
         )
-        learning_rate: float = Field(default=d.learning_rate, description=desc["learning_rate"])
-        l2: float = Field(default=d.l2, description=desc["l2"])
-        random_state: int = Field(default=d.random_state, description=desc["random_state"])
-
-    TrainConfig.__name__ = f"{spec.name.title().replace('_', '')}TrainConfig"
-    return TrainConfig
+        for name, field in Hyperparameters.model_fields.items()
+    }
+    name = f"{spec.name.title().replace('_', '')}TrainConfig"
+    return create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
 
 
 def gate_config_class(spec: ModelSpec) -> type:
@@ -220,84 +211,44 @@ def build_training_assets(spec: ModelSpec) -> list:
             ) from None
         tracking = mlflow.tracking()
         x, y = split(features, spec, "holdout")
+        key = context.asset_key.to_user_string()
         version = trained_model["version"]
-        challenger_scores = _scores(tracking, name, version, x, y, spec)
-        champion = tracking.version_by_alias(name, PRODUCTION)
-        champion_scores = None
-        if champion is not None:
-            champion_scores = (
-                challenger_scores
-                if champion.version == version
-                else _scores(tracking, name, champion.version, x, y, spec)
-            )
-        decision = gate.decide(
-            metric,
-            challenger_scores[metric],
-            champion_scores[metric] if champion_scores else None,
-            gate_spec.floor,
-            gate_spec.tolerance,
-        )
-        # The decision is recorded on the version first; aliases move last, one call each.
-        tracking.tag_version(
-            name,
-            version,
-            {
-                "gate.decision": "passed" if decision.promote else "refused",
-                "gate.reason": decision.reason,
-                f"gate.{metric}": challenger_scores[metric],
-                "gate.champion_version": champion.version if champion else "none",
-            },
-        )
-        moved: list[str] = []
-        if decision.promote:
-            try:
-                tracking.set_alias(name, CHALLENGER, version)
-                moved.append(CHALLENGER)
-                # Only the first model takes production here, and only if no other gate has
-                # given it to a model since we looked.
-                if champion is None and tracking.version_by_alias(name, PRODUCTION) is None:
-                    tracking.promote(name, version)
-                    moved.append(PRODUCTION)
-            except TrackingUnavailable as e:
-                key = context.asset_key.to_user_string()
-                raise TrackingUnavailable(
-                    f"{e} The gate passed version {version}; aliases moved before the failure: "
-                    f"{', '.join(moved) or 'none'}. Materialize {key} again to finish."
-                ) from e
-        verdict = "passed" if decision.promote else "refused"
-        context.log.info(f"promotion gate {verdict}: {decision.reason}")
+        ev = evaluate(tracking, spec, version, x, y, gate_spec, f"Materialize {key} again")
+        decision, champion = ev.decision, ev.champion_version
+        context.log.info(f"promotion gate {ev.verdict}: {decision.reason}")
         value = {
             "model_name": name,
             "challenger_version": version,
-            "champion_version": champion.version if champion else None,
-            "decision": verdict,
+            "champion_version": champion,
+            "decision": ev.verdict,
             "reason": decision.reason,
             "metric": metric,
-            "challenger": challenger_scores,
-            "champion": champion_scores,
-            "aliases_moved": moved,
+            "challenger": ev.challenger_scores,
+            "champion": ev.champion_scores,
+            "aliases_moved": ev.aliases_moved,
         }
+        challenger_score = float(ev.challenger_scores[metric])
         meta: dict = {
-            "decision": verdict,
+            "decision": ev.verdict,
             "reason": decision.reason,
             "metric": metric,
-            f"challenger_{metric}": float(challenger_scores[metric]),
+            f"challenger_{metric}": challenger_score,
             "floor": float(gate_spec.floor),
             "tolerance": float(gate_spec.tolerance),
             "bar": float(decision.bar),
             "challenger_version": dg.MetadataValue.int(int(version)),
-            "champion_version": champion.version if champion else "none",
-            "aliases_moved": ", ".join(moved) or "none",
-            "scores": dg.MetadataValue.md(_table(challenger_scores, champion_scores)),
+            "champion_version": champion or "none",
+            "aliases_moved": ", ".join(ev.aliases_moved) or "none",
+            "scores": dg.MetadataValue.md(ev.table()),
         }
         if trained_model.get("decision_threshold") is not None:
             # label metrics (accuracy, F1) are at the threshold each version carries
             meta["challenger_threshold"] = float(trained_model["decision_threshold"])
-        if champion_scores:
-            meta[f"champion_{metric}"] = float(champion_scores[metric])
+        if ev.champion_scores:
+            meta[f"champion_{metric}"] = float(ev.champion_scores[metric])
         _url(meta, "challenger_url", tracking.version_url(name, version))
         if champion:
-            _url(meta, "champion_url", tracking.version_url(name, champion.version))
+            _url(meta, "champion_url", tracking.version_url(name, champion))
         yield dg.Output(value, metadata=meta)
         yield dg.AssetCheckResult(
             check_name="promotion_gate",
@@ -306,23 +257,10 @@ def build_training_assets(spec: ModelSpec) -> list:
             description=decision.reason,
             metadata={
                 "challenger_version": version,
-                f"challenger_{metric}": float(challenger_scores[metric]),
-                f"champion_{metric}": float(champion_scores[metric]) if champion_scores else -1.0,
+                f"challenger_{metric}": challenger_score,
+                f"champion_{metric}": meta.get(f"champion_{metric}", -1.0),
                 "bar": float(decision.bar),
             },
         )
 
     return [trained_model, model_evaluation]
-
-
-def _scores(tracking: Tracking, name: str, version: str, x, y, spec: ModelSpec) -> dict:
-    """Score the REGISTERED artifact, so the gate judges exactly what would be served."""
-    return score_model(tracking.load_model(name, version), x, y, spec)
-
-
-def _table(challenger: dict, champion: dict | None) -> str:
-    rows = ["| metric | challenger | champion |", "|---|---|---|"]
-    for k, v in challenger.items():
-        c = f"{champion[k]:.4f}" if champion else "none"
-        rows.append(f"| {k} | {v:.4f} | {c} |")
-    return "\n".join(rows)

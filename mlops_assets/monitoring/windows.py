@@ -1,0 +1,73 @@
+"""What the serving version answered, read back from the committed prediction log: the
+window drift is computed on, and the window live performance scores (joined to the labels).
+
+Plain library code: no Dagster import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+
+from mlops_assets.monitoring.drift import PREDICTION
+from mlops_assets.monitoring.labels import read_labels
+from mlops_assets.serving.predlog import PREFIX, read_rows
+from mlops_assets.specs import ModelSpec
+from mlops_assets.store import NotFound, VersionedStore
+
+
+def served_rows(
+    store: VersionedStore, spec: ModelSpec, version: str, ref: str | None = None
+) -> Iterator[dict]:
+    """Rows the serving version answered, newest first, from the committed log at ``ref``
+    (default: main's head; nothing if the log has no commit yet)."""
+    if ref is None:
+        try:
+            ref = store.get_commit("main").id
+        except NotFound:
+            return
+    paths = sorted(store.list(ref, f"{PREFIX}{spec.name}/"))
+    for path in reversed(paths):  # newest segments first
+        for r in reversed(read_rows(store.get(ref, path))):
+            if r["model_version"] == version:
+                yield r
+
+
+def current_window(store: VersionedStore, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
+    """The newest ``rows`` rows the serving version answered: inputs, its answer (probability
+    for a classifier) as ``prediction``, and the time, oldest first."""
+    out: list[dict] = []
+    for r in served_rows(store, spec, version):
+        value = r.get("probability", r.get("prediction"))
+        out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
+        if len(out) >= rows:
+            break
+    return pd.DataFrame(out[::-1])
+
+
+def labelled_window(
+    store: VersionedStore, spec: ModelSpec, version: str, rows: int
+) -> pd.DataFrame:
+    """The newest ``rows`` served rows of ``version`` whose label has arrived, with it."""
+    try:
+        ref = store.get_commit("main").id
+    except NotFound:
+        return pd.DataFrame()
+    labels = read_labels(store, ref, spec)
+    out: list[dict] = []
+    for r in served_rows(store, spec, version, ref):
+        label = labels.get((str(r["request_id"]), int(r["row"])))
+        if label is None:
+            continue
+        out.append(
+            {
+                "label": label,
+                "prediction": r.get("prediction"),
+                "probability": r.get("probability"),
+                "timestamp": r["timestamp"],
+            }
+        )
+        if len(out) >= rows:
+            break
+    return pd.DataFrame(out[::-1])

@@ -1,0 +1,108 @@
+"""Challenger against champion on one holdout, the promotion gate, and the registry moves it
+allows: the whole model_evaluation step as plain library code (the asset maps it to the UI).
+
+The decision is tagged on the version first; aliases move last, one call each, so an
+interrupted evaluation never leaves an alias on an undecided version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from mlops_assets.specs import EvaluationSpec, ModelSpec
+from mlops_assets.training import gate
+from mlops_assets.training.tracking import (
+    CHALLENGER,
+    PRODUCTION,
+    Tracking,
+    TrackingUnavailable,
+)
+from mlops_assets.training.train import score
+
+
+@dataclass
+class Evaluation:
+    version: str
+    champion_version: str | None
+    decision: gate.Decision
+    challenger_scores: dict[str, float]
+    champion_scores: dict[str, float] | None
+    aliases_moved: list[str] = field(default_factory=list)
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.decision.promote else "refused"
+
+    def table(self) -> str:
+        """The scores side by side, as Markdown."""
+        rows = ["| metric | challenger | champion |", "|---|---|---|"]
+        for k, v in self.challenger_scores.items():
+            c = f"{self.champion_scores[k]:.4f}" if self.champion_scores else "none"
+            rows.append(f"| {k} | {v:.4f} | {c} |")
+        return "\n".join(rows)
+
+
+def registered_scores(
+    tracking: Tracking, spec: ModelSpec, version: str, x: pd.DataFrame, y: pd.Series
+) -> dict[str, float]:
+    """Score the REGISTERED artifact (as it would be served), at its own decision threshold."""
+    return score(tracking.load_model(spec.model_name, version), x, y, spec)
+
+
+def evaluate(
+    tracking: Tracking,
+    spec: ModelSpec,
+    version: str,
+    x: pd.DataFrame,
+    y: pd.Series,
+    thresholds: EvaluationSpec,
+    retry_hint: str = "evaluate it again",
+) -> Evaluation:
+    """Gate ``version`` against the current ``production`` version on ``(x, y)``; record the
+    decision on the version; give a passing one ``challenger`` (and ``production`` if there
+    is none yet, and no other gate took it since we looked)."""
+    name, metric = spec.model_name, thresholds.metric
+    challenger = registered_scores(tracking, spec, version, x, y)
+    champion = tracking.version_by_alias(name, PRODUCTION)
+    champion_scores = None
+    if champion is not None:
+        same = champion.version == version
+        champion_scores = (
+            challenger if same else registered_scores(tracking, spec, champion.version, x, y)
+        )
+    decision = gate.decide(
+        metric,
+        challenger[metric],
+        champion_scores[metric] if champion_scores else None,
+        thresholds.floor,
+        thresholds.tolerance,
+    )
+    result = Evaluation(
+        version, champion.version if champion else None, decision, challenger, champion_scores
+    )
+    tracking.tag_version(
+        name,
+        version,
+        {
+            "gate.decision": result.verdict,
+            "gate.reason": decision.reason,
+            f"gate.{metric}": challenger[metric],
+            "gate.champion_version": result.champion_version or "none",
+        },
+    )
+    if not decision.promote:
+        return result
+    try:
+        tracking.set_alias(name, CHALLENGER, version)
+        result.aliases_moved.append(CHALLENGER)
+        if champion is None and tracking.version_by_alias(name, PRODUCTION) is None:
+            tracking.promote(name, version)
+            result.aliases_moved.append(PRODUCTION)
+    except TrackingUnavailable as e:
+        raise TrackingUnavailable(
+            f"{e} The gate passed version {version}; aliases moved before the failure: "
+            f"{', '.join(result.aliases_moved) or 'none'}. {retry_hint} to finish."
+        ) from e
+    return result
