@@ -60,3 +60,18 @@ def test_bad_windows_are_explained(current, message):
         )
     with pytest.raises(DriftInputError, match=message):
         compute_drift(reference, current, spec, False)
+
+
+def test_the_verdict_warns_then_fails_by_drifted_share():
+    from mlops_assets.monitoring.drift import ColumnDrift, DriftResult, judge
+
+    def result(drifted: int) -> DriftResult:
+        columns = [ColumnDrift(f"c{i}", "K-S p_value", 0.01, 0.05, i < drifted) for i in range(4)]
+        return DriftResult(columns, reference_rows=100, current_rows=100)
+
+    calm, warn, error = (judge(result(n), 0.3, 0.6) for n in (1, 2, 3))
+    assert calm.passed and not calm.error and calm.drifted == ["c0"]
+    assert not warn.passed and not warn.error and warn.description.startswith("2 of 4")
+    assert not error.passed and error.error
+    assert error.description.startswith("3 of 4 features drifted (share 75%; warn at 30%")
+    assert error.description.endswith(": c0, c1, c2")

@@ -105,3 +105,30 @@ def test_entry_point_rejects_a_bad_parameter_before_training(project, mlflow_ser
     assert "n_estimators" in done.stderr
     assert "rejected before training" in done.stderr
     assert churn_runs(client) == before  # no run was started
+
+
+def test_mlproject_parameters_are_the_hyperparameters():
+    """Hyperparameters are defined once (``Hyperparameters``); the MLproject entry point must
+    offer exactly those, and pass each one to the training module."""
+    import yaml
+
+    from mlops_assets.specs import Hyperparameters
+
+    entry = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["train"]
+    names = set(Hyperparameters.model_fields)
+    assert set(entry["parameters"]) - {"spec", "ref", "register"} == names
+    for name in names:
+        assert f"--{name.replace('_', '-')}={{{name}}}" in entry["command"], name
+
+
+def test_run_config_is_generated_from_the_hyperparameters():
+    from mlops_assets.defs.training.assets import train_config_class
+    from mlops_assets.specs import Hyperparameters
+    from mlops_assets.specs.model import get_spec
+
+    spec = get_spec("churn")
+    config = train_config_class(spec)
+    assert set(config.model_fields) == set(Hyperparameters.model_fields)
+    assert config().model_dump() == spec.model.model_dump()
+    for name, field in Hyperparameters.model_fields.items():
+        assert config.model_fields[name].description == field.description
