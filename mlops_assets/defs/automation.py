@@ -4,7 +4,7 @@ involved, and a failing blocking check stops it."""
 
 import dagster as dg
 
-from mlops_assets.defs.data.assets import missing_repository, report_main_commit
+from mlops_assets.defs.data.assets import missing_repository
 from mlops_assets.defs.keys import MODEL, TRIGGER, raw_data_key
 from mlops_assets.defs.metadata import latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
@@ -43,7 +43,21 @@ def build_commit_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         seen = latest_data_version(context.instance, raw_data_key(spec.name))
         if head == seen:
             return dg.SkipReason(f"main is still at {head[:12]}")
-        report_main_commit(context.instance, spec.name, head, {"source": "new-commit sensor"})
-        return dg.SkipReason(f"observed main at {head[:12]} (was {str(seen)[:12]})")
+        # Dagster stores the observation when the tick ends (no run needed); a SensorResult may
+        # carry a skip reason with its asset events (not with run requests): the tick's message.
+        return dg.SensorResult(
+            asset_events=[_main_commit_observation(spec.name, head, "new-commit sensor")],
+            skip_reason=f"observed main at {head[:12]} (was {str(seen)[:12]})",
+        )
 
     return new_commits
+
+
+def _main_commit_observation(spec_name: str, commit_id: str, source: str) -> dg.AssetObservation:
+    """Main is at ``commit_id``: an observation of raw_data with that data version (what
+    ``report_main_commit`` records for ``mlops ingest`` and ``mlops seed``)."""
+    return dg.AssetObservation(
+        asset_key=raw_data_key(spec_name),
+        tags={"dagster/data_version": commit_id},
+        metadata={"lakefs_commit": commit_id, "source": source},
+    )

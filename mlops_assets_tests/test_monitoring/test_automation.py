@@ -34,7 +34,21 @@ def test_a_new_commit_flows_downstream_and_a_failed_blocking_check_stops_it(tmp_
             with dg.build_sensor_context(instance=instance, resources=resources) as ctx:
                 return sensor(ctx)
 
-        assert "observed main" in tick().skip_message
+        def observed() -> str:
+            """One tick that observes main; its observation recorded as the daemon would (a
+            directly invoked sensor stores nothing). Returns the tick's message."""
+            result = tick()
+            assert isinstance(result, dg.SensorResult) and not result.run_requests
+            (event,) = result.asset_events
+            assert isinstance(event, dg.AssetObservation)
+            assert event.asset_key == raw_data_key("churn")
+            assert event.tags["dagster/data_version"] == store.head("main")
+            assert event.metadata["lakefs_commit"].value == store.head("main")
+            assert event.metadata["source"].value == "new-commit sensor"
+            instance.report_runless_asset_event(event)
+            return result.skip_reason.skip_message
+
+        assert "observed main" in observed()
         assert "still at" in tick().skip_message
         assert env.run([dataset_key("churn"), features_key("churn")]).success
         first = dg.evaluate_automation_conditions(defs=env.defs, instance=instance)
@@ -43,7 +57,7 @@ def test_a_new_commit_flows_downstream_and_a_failed_blocking_check_stops_it(tmp_
         day = dt.date(2026, 11, 20)
         batch = to_csv_bytes(simulate_batch("churn", day, rows=120))
         assert ingest_batch(store, spec, batch, "day-new").published
-        assert "observed main" in tick().skip_message
+        assert "observed main" in observed()
         assert latest_data_version(instance, raw_data_key("churn")) == store.head("main")
         second = dg.evaluate_automation_conditions(
             defs=env.defs, instance=instance, cursor=first.cursor

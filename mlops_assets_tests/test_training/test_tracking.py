@@ -1,15 +1,20 @@
-"""Loading models safely, and registering idempotently."""
+"""Loading models safely, registering idempotently, and the MLflow run of a materialization:
+resumed on a retry, ended FAILED or KILLED, never left active (also when the server is gone)."""
 
 import io
 import json
+import logging
+import uuid
 import zipfile
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
 from sklearn.linear_model import LinearRegression
 
+from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.specs.model import get_spec
 from mlops_assets.training.pipeline import build_pipeline
 from mlops_assets.training.tracking import (
@@ -19,6 +24,9 @@ from mlops_assets.training.tracking import (
     model_bytes,
 )
 from mlops_assets.training.train import inputs
+from mlops_assets_tests.conftest import pin_mlflow_http_env
+from mlops_assets_tests.processes import stop
+from mlops_assets_tests.servers import mlflow_server as private_mlflow_server
 
 
 @pytest.mark.parametrize("estimator", ["random_forest", "gradient_boosting", "linear"])
@@ -105,3 +113,130 @@ def test_registering_twice_from_one_run_gives_one_version(server_env):
     )
     assert again.version == str(meta["model_version"])
     assert len(env.client().search_model_versions(f"name = '{spec.model_name}'")) == 1
+
+
+# ---- MlflowResource.start_run: one MLflow run per Dagster run, always ended ----------------
+
+
+def _resource(monkeypatch, url: str) -> MlflowResource:
+    """A resource on ``url`` with an experiment of its own and a short retry policy."""
+    pin_mlflow_http_env(monkeypatch)  # tracking() sets these process-wide; restored after
+    prefix = f"test-start-run-{uuid.uuid4().hex[:8]}/"
+    return MlflowResource(
+        tracking_uri=url, experiment_prefix=prefix, max_retries=1, backoff_seconds=0
+    )
+
+
+def _materialize(resource: MlflowResource, body, retries: int = 0):
+    """Materialize an asset whose body runs ``body(context, active_run)`` inside start_run,
+    tagging the run with the attempt number."""
+    spec = get_spec("churn")
+
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=retries) if retries else None)
+    def probe(context: dg.AssetExecutionContext, mlflow: MlflowResource) -> None:
+        tracking = mlflow.tracking()
+        tags = {"attempt": str(context.retry_number)}
+        with mlflow.start_run(context, tracking, spec, "probe", tags) as run:
+            body(context, run)
+
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [probe], resources={"mlflow": resource}, instance=instance, raise_on_error=False
+        )
+        warnings = [
+            e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING
+        ]
+    return result, warnings
+
+
+def _runs(resource: MlflowResource):
+    client = resource.tracking().client()
+    exp = client.get_experiment_by_name(f"{resource.experiment_prefix}churn")
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def _failure(result) -> str:
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return str(failure.event_specific_data.error)
+
+
+def test_a_retry_of_the_same_dagster_run_resumes_its_mlflow_run(mlflow_server, monkeypatch):
+    import mlflow
+
+    resource = _resource(monkeypatch, mlflow_server.url)
+    seen = []
+
+    def body(context, run):
+        seen.append(run.info.run_id)
+        assert mlflow.active_run().info.run_id == run.info.run_id
+        if context.retry_number == 0:
+            raise RuntimeError("the first attempt fails")
+
+    result, _ = _materialize(resource, body, retries=1)
+    assert result.success
+    assert len(seen) == 2 and seen[0] == seen[1]  # the retry wrote to the same MLflow run
+    (run,) = _runs(resource)
+    assert run.info.run_id == seen[0]
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["attempt"] == "1"  # tagged again by the retry
+    assert run.info.status == "FINISHED"
+    assert mlflow.active_run() is None
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
+)
+def test_a_run_whose_body_raises_ends_failed_and_leaves_no_active_run(
+    mlflow_server, monkeypatch, error, status
+):
+    import mlflow
+
+    resource = _resource(monkeypatch, mlflow_server.url)
+
+    def body(context, run):
+        raise error("the body failed")
+
+    result, _ = _materialize(resource, body)
+    assert not result.success
+    if error is RuntimeError:
+        assert "the body failed" in _failure(result)
+    (run,) = _runs(resource)
+    assert run.info.status == status
+    assert mlflow.active_run() is None
+    # and the next materialization in this process starts a run of its own
+    result, _ = _materialize(resource, lambda context, run: None)
+    assert result.success
+    assert {r.info.status for r in _runs(resource)} == {status, "FINISHED"}
+
+
+@pytest.mark.parametrize("body_fails", [True, False])
+def test_a_tracking_server_gone_at_the_end_leaves_no_active_run(
+    tmp_path, monkeypatch, mlflow_server, body_fails
+):
+    """The server dies while the body runs: the run cannot be ended on it, but no run stays
+    active in this process and the next run (on a live server) starts and ends normally."""
+    import mlflow
+
+    with private_mlflow_server(tmp_path / "mlflow") as doomed:
+        resource = _resource(monkeypatch, doomed.url)
+
+        def body(context, run):
+            stop(doomed.proc)
+            if body_fails:
+                raise RuntimeError("the body failed")
+
+        result, warnings = _materialize(resource, body)
+    assert not result.success
+    assert mlflow.active_run() is None
+    if body_fails:  # the body's error is the one reported; ending the run is a warning
+        assert "the body failed" in _failure(result)
+        assert any(doomed.url in w and "FAILED" in w for w in warnings), warnings
+    else:  # the run could not be marked FINISHED: that fails the step, naming the server
+        assert doomed.url in _failure(result) and "did not answer" in _failure(result)
+
+    live = _resource(monkeypatch, mlflow_server.url)
+    result, _ = _materialize(live, lambda context, run: None)
+    assert result.success
+    (run,) = _runs(live)
+    assert run.info.status == "FINISHED"
+    assert mlflow.active_run() is None

@@ -1,17 +1,18 @@
-"""MLflow for the Dagster layer: a ConfigurableResource built on dagster-mlflow's ``MlFlow``.
+"""MLflow for the Dagster layer: a ConfigurableResource that starts and ends the runs itself.
 
 dagster-mlflow's ``mlflow_tracking`` is a function-style resource (not a ConfigurableResource,
 dagster-io/dagster#15053) that starts one MLflow run per Dagster run when the resource is
 initialised, and relies on the ``end_mlflow_on_run_finished`` op-job hook to end it, which never
-fires for asset materializations and ends runs early (#21872). This resource keeps its useful
-part, the ``MlFlow`` class (runs tagged with the Dagster run id and resumed on a retry of the
-same Dagster run, env tags, chunked params), but starts the run only inside
-``start_run(...)`` and always ends it there: FINISHED, or FAILED if the body raised.
+fires for asset materializations and ends runs early (#21872). This resource keeps what was
+useful there, with public MLflow API only: the run is tagged ``dagster_run_id`` (the tag
+dagster-mlflow uses) and resumed by that tag on a retry of the same Dagster run; it is started
+only inside ``start_run(...)`` and always ended there: FINISHED, or FAILED (KILLED on Ctrl-C)
+if the body raised.
 """
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
@@ -19,6 +20,12 @@ from pydantic import Field
 from mlops_assets.settings import Settings
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.tracking import Tracking
+
+if TYPE_CHECKING:
+    from mlflow import ActiveRun
+
+# The tag dagster-mlflow puts on its runs; a retry of a Dagster run finds its MLflow run by it.
+DAGSTER_RUN_ID = "dagster_run_id"
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -64,36 +71,31 @@ class MlflowResource(dg.ConfigurableResource):
         spec: ModelSpec,
         run_name: str,
         tags: dict[str, str],
-    ) -> Iterator[object]:
-        """An active MLflow run for one materialization, ended however the body exits."""
+    ) -> Iterator["ActiveRun"]:
+        """The active MLflow run of this Dagster run in the spec's experiment (resumed if an
+        earlier attempt of the same Dagster run started it), ended however the body exits."""
         import mlflow
-        from dagster_mlflow.resources import MlFlow
 
-        experiment = tracking.experiment_name(spec)
-        tracking.ensure_experiment(spec)
-        init = SimpleNamespace(
-            log=context.log,
-            run_id=context.run_id,
-            dagster_run=SimpleNamespace(job_name=run_name),
-            resource_config={
-                "experiment_name": experiment,
-                "mlflow_tracking_uri": tracking.tracking_uri,
-                "parent_run_id": None,
-                "mlflow_run_id": None,
-                "env": {},
-                "env_to_tag": None,
-                "extra_tags": tags,
-            },
-        )
-        while mlflow.active_run():  # a run a previous step left behind did not finish
-            mlflow.end_run("FAILED")
+        experiment_id = tracking.ensure_experiment(spec)
+        dagster_run_id = context.run.run_id
+        _end_all(tracking, "FAILED", context)  # a run a previous step left behind did not finish
+
+        def start(client) -> "ActiveRun":
+            query = f"tags.{DAGSTER_RUN_ID} = '{dagster_run_id}'"
+            if found := client.search_runs([experiment_id], query, max_results=1):
+                return mlflow.start_run(run_id=found[0].info.run_id)  # RUNNING again
+            # Tagged at creation: a retry finds the run even if this attempt dies right after.
+            first = {DAGSTER_RUN_ID: dagster_run_id}
+            return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=first)
+
         try:
-            # MlFlow() starts the run and then tags it: inside the try, so a failure while
-            # tagging still ends the run.
-            yield tracking.call(f"start a run in experiment {experiment!r}", lambda _: MlFlow(init))
+            # Inside the try: a failure while tagging still ends the run.
+            experiment = tracking.experiment_name(spec)
+            run = tracking.call(f"start a run in experiment {experiment!r}", start)
+            tracking.call("tag the run", lambda _: mlflow.set_tags(tags))
+            yield run
         except BaseException as e:
-            status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
-            _end_all(tracking, status, context)
+            _end_all(tracking, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", context)
             raise
         else:
             tracking.call("end the run", lambda _: mlflow.end_run("FINISHED"))
@@ -101,17 +103,29 @@ class MlflowResource(dg.ConfigurableResource):
             _end_all(tracking, "FAILED", context)
 
 
-def _end_all(tracking: Tracking, status: str, context) -> None:
+def _end_all(tracking: Tracking, status: str, context: dg.AssetExecutionContext) -> None:
+    """End every MLflow run active in this thread with ``status``; a failure to tell the server
+    is logged, not raised (the body's own error, if any, is the one that matters).
+
+    Public API only: ``mlflow.end_run()`` takes the run off this thread's active-run stack
+    *before* it asks the server to mark it terminated (MLflow 3, ``tracking/fluent.py``), so
+    when the server is gone the run is no longer active here, the loop moves on and the next
+    ``mlflow.start_run`` in this process works; the server, if it comes back, shows the run as
+    RUNNING, hence the warning naming it. test_tracking asserts that no run stays active, so
+    an MLflow that changed this order would fail there rather than in production.
+    """
     import mlflow
 
-    while mlflow.active_run():
+    while run := mlflow.active_run():
         try:
-            mlflow.end_run(status)
-        except Exception as e:  # the server is gone: drop the local run, say so
+            tracking.call(f"mark the run {status}", lambda _: mlflow.end_run(status))
+        except Exception as e:
             context.log.warning(
-                f"could not mark the MLflow run {status} on {tracking.tracking_uri}: {e}"
+                f"could not mark MLflow run {run.info.run_id} {status} on the tracking server "
+                f"{tracking.tracking_uri}: {e}"
             )
-            mlflow.tracking.fluent._active_run_stack.get().clear()
+            if (still := mlflow.active_run()) and still.info.run_id == run.info.run_id:
+                break  # never loop forever; the next start_run would then say which run
 
 
 def build_mlflow_resource(settings: Settings) -> MlflowResource:
