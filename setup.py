@@ -43,6 +43,11 @@ setup(
             "moto[server]>=5.0",
             "playwright>=1.55",  # drives Debian's chromium; never downloads a browser
             "kubernetes-validate>=1.32",  # offline schema validation of the manifests
+            "mypy==2.4.1",  # pinned: a new release can find new errors in unchanged code
+            # Stubs for pandas and PyYAML, which ship no types of their own; pandas-stubs
+            # follows pandas' minor version.
+            "types-PyYAML>=6.0",
+            "pandas-stubs>=2.3,<2.4",
         ],
     },
     entry_points={"console_scripts": ["mlops=mlops_assets.cli:main"]},
