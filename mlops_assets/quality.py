@@ -144,9 +144,9 @@ def parse_batch(
                 typed = typed.where(~wrong)
             out[col] = typed.astype("Int64" if cs.dtype == "int" else "float64")
         elif cs.dtype == "date":
-            typed = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")
-            bad = typed.isna() & raw_col.notna()
-            out[col] = typed
+            dates = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")
+            bad = dates.isna() & raw_col.notna()
+            out[col] = dates
         else:
             out[col] = raw_col.astype("string")
             bad = pd.Series(False, index=df.index)

@@ -57,7 +57,7 @@ def _churn(
     )
     region = rng.choice(["north", "south", "east", "west"], size=rows, p=[0.3, 0.2, 0.25, 0.25])
     tenure = np.clip(rng.gamma(2.0, 6.0 if shifted else 12.0, rows), 0, 240).round().astype(int)
-    base_charge = pd.Series(plan).map({"basic": 25.0, "standard": 55.0, "premium": 95.0}).values
+    base_charge = pd.Series(plan).map({"basic": 25.0, "standard": 55.0, "premium": 95.0}).to_numpy()
     charges = np.clip(base_charge * (1.4 if shifted else 1.0) + rng.normal(0, 8, rows), 1, 999)
     tickets = rng.poisson(2.5 if shifted else 1.2, rows)
     # Usage follows the season; what signals churn is using less than is usual for the season,
@@ -108,7 +108,7 @@ def _demand(
     promotion = (rng.random(rows) < (0.5 if shifted else 0.2)).astype(int)
     dow = np.full(rows, day.weekday())
     weekend = (dow >= 5).astype(float)
-    base = pd.Series(store_type).map({"mall": 120.0, "street": 80.0, "outlet": 60.0}).values
+    base = pd.Series(store_type).map({"mall": 120.0, "street": 80.0, "outlet": 60.0}).to_numpy()
     units = base * (1 + 0.3 * weekend) + 2.5 * temp - 6.0 * price + 35 * promotion
     if drift == "concept_drift":
         # Shoppers become price-insensitive and promotions stop working.

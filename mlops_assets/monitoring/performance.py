@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from mlops_assets.specs import ModelSpec
 
@@ -78,9 +79,9 @@ class LivePerformance:
 
 def live_score(
     spec: ModelSpec,
-    y_true: np.ndarray,
-    prediction: np.ndarray,
-    probability: np.ndarray | None,
+    y_true: ArrayLike,
+    prediction: ArrayLike,
+    probability: ArrayLike | None,
 ) -> float:
     """The gate's metric (``spec.evaluation.metric``) on what was served and what came true."""
     from sklearn import metrics as skm
@@ -117,9 +118,9 @@ def live_score(
 
 def bootstrap_se(
     spec: ModelSpec,
-    y_true: np.ndarray,
-    prediction: np.ndarray,
-    probability: np.ndarray | None,
+    y_true: ArrayLike,
+    prediction: ArrayLike,
+    probability: ArrayLike | None,
     resamples: int = 200,
     seed: int = 0,
 ) -> float:

@@ -184,11 +184,16 @@ class InferenceServer:
 
     async def sync_production(self) -> None:
         """Serve the registry's ``production`` version where no rollout is in progress."""
+        resolve = self.resolve_production
+        if resolve is None:
+            raise RuntimeError(
+                "sync_production needs a model registry: create the app with resolve_production"
+            )
         for served in self.models.values():
             d = served.deployment
             if d.candidate is not None and (d.weight > 0 or d.mode == "canary"):
                 continue  # a rollout is in progress (an idle blue-green standby is not)
-            version = await asyncio.to_thread(self.resolve_production, served.spec)
+            version = await asyncio.to_thread(resolve, served.spec)
             if version and version != served.deployment.production:
                 await self.deploy(served.spec.name, Deployment(production=version))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from mlops_assets.store import NothingToCommit
+from mlops_assets.store import NothingToCommit, VersionedStore
 
 PREFIX = "predictions/"
 
@@ -221,7 +221,9 @@ class PredictionLog:
             self._commit_closed()  # the last segments, on this thread
 
 
-def store_committer(open_repository: Callable[[str], object], repositories: dict[str, str]):
+def store_committer(
+    open_repository: Callable[[str], VersionedStore], repositories: dict[str, str]
+) -> Callable[[str, list[Path]], None]:
     """Commit closed segments of each model into its predictions repository, one commit per
     batch of segments, on main (a log: no audit branch needed)."""
 

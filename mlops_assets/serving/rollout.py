@@ -80,7 +80,7 @@ def rollout(
     model: str,
     candidate: str,
     policy: Policy,
-    promote_alias: Callable[[str], None],
+    promote_alias: Callable[[str], object],
     traffic: Callable[[str | None], contextlib.AbstractContextManager] | None = None,
     log: Callable[[str], None] = print,
 ) -> Result:

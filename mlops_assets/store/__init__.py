@@ -5,6 +5,8 @@
 This package imports no Dagster.
 """
 
+from typing import Any
+
 from mlops_assets.store.base import (
     Change,
     Commit,
@@ -31,11 +33,12 @@ __all__ = [
 ]
 
 
-def open_store(backend: str, repository: str, **options: str) -> VersionedStore:
+def open_store(backend: str, repository: str, **options: Any) -> VersionedStore:
     """Open the store for ``backend`` ('local' or 'lakefs').
 
     Options: ``root`` and optionally ``committer`` for local; ``endpoint``,
-    ``access_key_id``, ``secret_access_key`` and optionally ``storage_namespace`` for lakefs.
+    ``access_key_id``, ``secret_access_key`` and optionally ``storage_namespace`` and
+    ``timeout_seconds`` (a number) for lakefs.
     """
     if backend == "local":
         from mlops_assets.store.local import LocalStore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import builtins
 import re
 from dataclasses import dataclass, field
 
@@ -113,6 +114,7 @@ class VersionedStore(abc.ABC):
     def get(self, ref: str, path: str) -> bytes:
         """Read an object; on a branch this includes staged changes, as lakeFS does."""
 
+    # From here on the class body's `list` is this method: annotations say builtins.list.
     @abc.abstractmethod
     def list(self, ref: str, prefix: str = "") -> list[str]:
         """Object paths under ``prefix`` at ``ref``, sorted."""
@@ -122,11 +124,11 @@ class VersionedStore(abc.ABC):
         """The commit a ref points at (a branch's head, a tag's target or the commit itself)."""
 
     @abc.abstractmethod
-    def log(self, ref: str, limit: int = 100) -> list[Commit]:
+    def log(self, ref: str, limit: int = 100) -> builtins.list[Commit]:
         """Commits reachable from ``ref``, newest first."""
 
     @abc.abstractmethod
-    def diff(self, left: str, right: str) -> list[Change]:
+    def diff(self, left: str, right: str) -> builtins.list[Change]:
         """Committed changes from ``left`` to ``right``, sorted by path."""
 
     @abc.abstractmethod

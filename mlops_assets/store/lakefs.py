@@ -8,6 +8,7 @@ is also what the contract tests check against the SDK's own models.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import re
@@ -63,7 +64,9 @@ class LakeFSStore(VersionedStore):
             host=f"{self.endpoint}/api/v1", username=access_key_id, password=secret_access_key
         )
         # Fail fast on a dead endpoint: the caller reports it, Dagster's retry policy retries.
-        config.retries = 1
+        # The generated Configuration initialises retries to None, so its inferred type is None;
+        # the REST client hands it to urllib3, which takes an int.
+        config.retries = 1  # type: ignore[assignment]
         client = lakefs_sdk.ApiClient(config)
         self._repos = lakefs_sdk.RepositoriesApi(client)
         self._branches = lakefs_sdk.BranchesApi(client)
@@ -208,6 +211,7 @@ class LakeFSStore(VersionedStore):
             )
         )
 
+    # From here on the class body's `list` is this method: annotations say builtins.list.
     def list(self, ref: str, prefix: str = "") -> list[str]:
         stats = self._pages(
             f"list objects at {ref!r}",
@@ -219,7 +223,7 @@ class LakeFSStore(VersionedStore):
         return sorted(s.path for s in stats if s.path_type == "object")
 
     # -- commits --------------------------------------------------------------------------
-    def uncommitted(self, branch: str) -> list[Change]:
+    def uncommitted(self, branch: str) -> builtins.list[Change]:
         diffs = self._pages(
             f"diff branch {branch!r}", self._branches.diff_branch, self.repository, branch
         )
@@ -252,13 +256,13 @@ class LakeFSStore(VersionedStore):
             raise NotFound(f"lakeFS {self.repository!r}: ref {ref!r} has no commits")
         return _commit(commits[0])
 
-    def log(self, ref: str, limit: int = 100) -> list[Commit]:
+    def log(self, ref: str, limit: int = 100) -> builtins.list[Commit]:
         page = self._call(
             f"log {ref!r}", self._refs.log_commits, self.repository, ref, amount=min(limit, _PAGE)
         )
         return [_commit(c) for c in page.results][:limit]
 
-    def diff(self, left: str, right: str) -> list[Change]:
+    def diff(self, left: str, right: str) -> builtins.list[Change]:
         # two_dot compares the two trees directly, as the local backend does (three_dot would
         # compare from the merge base).
         diffs = self._pages(

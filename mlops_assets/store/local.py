@@ -17,6 +17,7 @@ an exclusive ``flock`` around each read-modify-write of a branch, so concurrent 
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import getpass
@@ -279,11 +280,12 @@ class LocalStore(VersionedStore):
             raise NotFound(f"object {path!r} not found at ref {ref!r} of {self.repository!r}")
         return (self.path / "objects" / blob).read_bytes()
 
+    # From here on the class body's `list` is this method: annotations say builtins.list.
     def list(self, ref: str, prefix: str = "") -> list[str]:
         return sorted(p for p in self._tree(ref) if p.startswith(prefix))
 
     # -- commits --------------------------------------------------------------------------
-    def uncommitted(self, branch: str) -> list[Change]:
+    def uncommitted(self, branch: str) -> builtins.list[Change]:
         state = self._read_branch(branch)
         base = self._read_commit(state["commit_id"])["tree"]
         changes = []
@@ -313,7 +315,7 @@ class LocalStore(VersionedStore):
     def get_commit(self, ref: str) -> Commit:
         return self._to_commit(self._read_commit(self._resolve(ref)))
 
-    def log(self, ref: str, limit: int = 100) -> list[Commit]:
+    def log(self, ref: str, limit: int = 100) -> builtins.list[Commit]:
         ancestors = self._ancestors(self._resolve(ref))
         commits = {c: self._to_commit(self._read_commit(c)) for c in ancestors}
         # Topological, newest first: a commit is listed only after every child of it.
@@ -337,7 +339,7 @@ class LocalStore(VersionedStore):
                     heapq.heappush(ready, (-commits[p].creation_date, ancestors[p], p))
         return ordered
 
-    def diff(self, left: str, right: str) -> list[Change]:
+    def diff(self, left: str, right: str) -> builtins.list[Change]:
         a = self._tree(left, with_staging=False)
         b = self._tree(right, with_staging=False)
         changes = []

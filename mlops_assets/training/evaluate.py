@@ -88,7 +88,7 @@ def evaluate(
         {
             "gate.decision": result.verdict,
             "gate.reason": decision.reason,
-            f"gate.{metric}": challenger[metric],
+            f"gate.{metric}": str(challenger[metric]),
             "gate.champion_version": result.champion_version or "none",
         },
     )

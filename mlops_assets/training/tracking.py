@@ -365,17 +365,18 @@ def _is_unreachable(e: BaseException) -> bool:
     import requests
 
     seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
             return True
-        text = str(e)
+        text = str(cause)
         if any(
             s in text
             for s in ("Max retries exceeded", "Connection refused", "timed out", "Read timed out")
         ):
             return True
-        e = e.__cause__ or e.__context__
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

@@ -106,7 +106,8 @@ def inputs(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         x[col] = x[col].astype("float64")
     for col in spec.categorical_features:
         # object, not pandas' string dtype: it is what a JSON request to the server becomes.
-        x[col] = x[col].astype(object).where(x[col].notna(), None)
+        # pandas-stubs' Scalar leaves out None, which pandas takes as the fill of an object column.
+        x[col] = x[col].astype(object).where(x[col].notna(), None)  # type: ignore[call-overload]
     return x
 
 
