@@ -24,7 +24,9 @@ from mlops_assets.specs import load_specs
 def defs() -> dg.Definitions:
     settings = Settings.from_env()  # every switch, read once
     specs = load_specs(settings.specs_dir)
-    assets, checks, sensors = [], [], []
+    assets: list[dg.AssetsDefinition | dg.SourceAsset] = []
+    checks: list[dg.AssetChecksDefinition] = []
+    sensors: list[dg.SensorDefinition] = []
     for spec in specs:
         sensors += [
             build_automation_sensor(spec),  # new data: the loop, declaratively
@@ -41,7 +43,10 @@ def defs() -> dg.Definitions:
             *build_monitoring_assets(spec),
         ]
         for d in built:
-            (checks if isinstance(d, dg.AssetChecksDefinition) else assets).append(d)
+            if isinstance(d, dg.AssetChecksDefinition):
+                checks.append(d)
+            else:
+                assets.append(d)
     observe = dg.define_asset_job(
         "observe_sources",
         selection=dg.AssetSelection.assets(*(raw_data_key(s.name) for s in specs)),

@@ -17,10 +17,13 @@ def latest_check_evaluation(instance: dg.DagsterInstance, key: dg.AssetCheckKey)
     records = instance.event_log_storage.get_asset_check_execution_history(
         key, limit=1, status={Status.SUCCEEDED, Status.FAILED}
     )
-    if not records or records[0].event is None:
+    if not records:
         return None, None
     record = records[0]
-    return record, record.event.dagster_event.event_specific_data
+    event = record.event.dagster_event if record.event is not None else None
+    if event is None:
+        return None, None
+    return record, event.event_specific_data
 
 
 def freshness_failed(state) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+from typing import TypeAlias
+
 import dagster as dg
 import pandas as pd
 
@@ -20,14 +24,33 @@ MODEL_SECTIONS = {
 }
 
 
+# A value Dagster takes as metadata: a dg.MetadataValue or a plain value it wraps. Dagster's own
+# name for this union (RawMetadataValue) is not public; this one names only public types, and
+# mypy says so if it ever stops fitting Dagster's.
+MetadataEntry: TypeAlias = (
+    dg.MetadataValue
+    | dg.TableSchema
+    | dg.TableColumnLineage
+    | dg.AssetKey
+    | os.PathLike
+    | str
+    | int
+    | float
+    | dict
+    | list
+    | dt.datetime
+    | None
+)
+
+
 def spec_version(spec: ModelSpec, code: str) -> str:
     """Code version of a data asset: its logic revision plus a digest of the spec's data part
     (editing the estimator or the gate does not make the data stale)."""
     return f"{code}-{spec.digest(exclude=MODEL_SECTIONS)}"
 
 
-def commit_metadata(store: VersionedStore, commit: Commit, branch: str) -> dict[str, object]:
-    meta: dict[str, object] = {
+def commit_metadata(store: VersionedStore, commit: Commit, branch: str) -> dict[str, MetadataEntry]:
+    meta: dict[str, MetadataEntry] = {
         "lakefs_repository": store.repository,
         "lakefs_branch": branch,
         "lakefs_commit": dg.MetadataValue.text(commit.id),
@@ -40,7 +63,7 @@ def commit_metadata(store: VersionedStore, commit: Commit, branch: str) -> dict[
     return meta
 
 
-def frame_metadata(df: pd.DataFrame, preview_rows: int = 10) -> dict[str, object]:
+def frame_metadata(df: pd.DataFrame, preview_rows: int = 10) -> dict[str, MetadataEntry]:
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
     )
@@ -56,4 +79,4 @@ def latest_data_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> str |
     record = instance.get_latest_data_version_record(key)
     if record is None or record.asset_event is None:
         return None
-    return record.asset_event.tags.get("dagster/data_version")
+    return (record.asset_event.tags or {}).get("dagster/data_version")

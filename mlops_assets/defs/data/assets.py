@@ -8,6 +8,7 @@ from pydantic import Field
 from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.keys import dataset_key, raw_data_key
 from mlops_assets.defs.metadata import (
+    MetadataEntry,
     commit_metadata,
     frame_metadata,
     latest_data_version,
@@ -31,7 +32,7 @@ CHECK_DESCRIPTIONS = {
 def report_ingest_audit(instance: dg.DagsterInstance, result: IngestResult) -> None:
     """Record a write-audit-publish outcome on the instance (used by the ``mlops`` CLI)."""
     key = raw_data_key(result.spec)
-    metadata = {
+    metadata: dict[str, MetadataEntry] = {
         "file": result.path,
         "ingest_branch": result.branch,
         "ingest_commit": result.ingest_commit,
@@ -107,7 +108,7 @@ class DatasetConfig(dg.Config):
     )
 
 
-def build_data_assets(spec: ModelSpec) -> list:
+def build_data_assets(spec: ModelSpec) -> list[dg.AssetsDefinition | dg.SourceAsset]:
     repo = spec.dataset.repository
 
     @dg.observable_source_asset(

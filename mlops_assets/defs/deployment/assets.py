@@ -9,6 +9,7 @@ from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.keys import deployment_key, features_key, model_evaluation_key
+from mlops_assets.defs.metadata import MetadataEntry
 from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.featurize import SPLIT
@@ -42,7 +43,7 @@ class DeployConfig(dg.Config):
     )
 
 
-def build_deployment_assets(spec: ModelSpec) -> list:
+def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=deployment_key(spec.name),
         automation_condition=LOOP,
@@ -104,7 +105,7 @@ def build_deployment_assets(spec: ModelSpec) -> list:
             {"deploy.decision": result.decision, "deploy.reason": result.reason[:4000]},
         )
         healthy = result.decision != "rolled_back"
-        meta = {
+        meta: dict[str, MetadataEntry] = {
             "decision": result.decision,
             "reason": result.reason,
             "strategy": result.strategy,

@@ -13,7 +13,7 @@ from mlops_assets.featurize import REVISION, SPLIT, build_features, reference_pr
 from mlops_assets.specs import ModelSpec
 
 
-def build_feature_assets(spec: ModelSpec) -> list:
+def build_feature_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=features_key(spec.name),
         automation_condition=LOOP,

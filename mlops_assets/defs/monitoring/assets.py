@@ -135,7 +135,7 @@ def _drift_metadata(result, path, links: dict) -> dict:
     return meta
 
 
-def build_monitoring_assets(spec: ModelSpec) -> list:
+def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=drift_report_key(spec.name),
         deps=[deployment_key(spec.name)],

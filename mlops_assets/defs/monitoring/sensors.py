@@ -221,7 +221,7 @@ def _new_data_age(instance: dg.DagsterInstance, spec_name: str) -> float | None:
     observed = instance.get_latest_data_version_record(raw_data_key(spec_name))
     if observed is None or observed.asset_event is None:
         return None
-    head = observed.asset_event.tags.get("dagster/data_version")
+    head = (observed.asset_event.tags or {}).get("dagster/data_version")
     if head is None or head == latest_data_version(instance, dataset_key(spec_name)):
         return None
     return time.time() - observed.timestamp

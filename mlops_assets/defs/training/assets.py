@@ -1,7 +1,7 @@
 """Group ``training``: a trained, registered model and the gate that decides whether it may
 replace the champion."""
 
-from typing import Literal, get_origin
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_origin
 
 import dagster as dg
 import pandas as pd
@@ -31,11 +31,11 @@ def _url(meta: dict, name: str, url: str) -> None:
         meta[name] = dg.MetadataValue.url(url)
 
 
-def train_config_class(spec: ModelSpec) -> type:
+def train_config_class(spec: ModelSpec) -> type[dg.Config]:
     """Hyperparameters as run config, generated from ``Hyperparameters`` (defined once) with
     this spec's values as the launchpad defaults. Choices and bounds are checked by
     ``Hyperparameters`` before training, so a wrong value is refused with its field named."""
-    fields = {
+    fields: dict[str, Any] = {
         name: (
             str if get_origin(field.annotation) is Literal else field.annotation,
             Field(default=getattr(spec.model, name), description=field.description),
@@ -43,13 +43,20 @@ def train_config_class(spec: ModelSpec) -> type:
         for name, field in Hyperparameters.model_fields.items()
     }
     name = f"{spec.name.title().replace('_', '')}TrainConfig"
-    return create_model(name, __base__=dg.Config, **fields)  # type: ignore[call-overload]
+    return create_model(name, __base__=dg.Config, **fields)
 
 
-def gate_config_class(spec: ModelSpec) -> type:
+class GateConfig(dg.Config):
+    """The promotion gate's thresholds; ``gate_config_class`` gives them a spec's defaults."""
+
+    floor: float
+    tolerance: float
+
+
+def gate_config_class(spec: ModelSpec) -> type[GateConfig]:
     e = spec.evaluation
 
-    class GateConfig(dg.Config):
+    class SpecGateConfig(GateConfig):
         floor: float = Field(
             default=e.floor,
             description=f"{e.metric}: "
@@ -60,13 +67,21 @@ def gate_config_class(spec: ModelSpec) -> type:
             description="how much worse than the champion a challenger may be (0.03 = 3%)",
         )
 
-    GateConfig.__name__ = f"{spec.name.title().replace('_', '')}GateConfig"
-    return GateConfig
+    SpecGateConfig.__name__ = f"{spec.name.title().replace('_', '')}GateConfig"
+    return SpecGateConfig
 
 
-def build_training_assets(spec: ModelSpec) -> list:
-    TrainConfig = train_config_class(spec)
-    GateConfig = gate_config_class(spec)
+def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
+    # Dagster reads the `config` annotation when the asset is defined and builds the launchpad
+    # schema from that class, so it must be the spec's own class (its defaults are the spec's
+    # values). A type checker cannot use a class made at run time as an annotation: it checks
+    # against the base class, which declares every field the body reads.
+    if TYPE_CHECKING:
+        TrainConfig: TypeAlias = dg.Config
+        SpecGateConfig: TypeAlias = GateConfig
+    else:
+        TrainConfig = train_config_class(spec)
+        SpecGateConfig = gate_config_class(spec)
     name = spec.model_name
     metric = spec.evaluation.metric
 
@@ -195,7 +210,7 @@ def build_training_assets(spec: ModelSpec) -> list:
     )
     def model_evaluation(
         context: dg.AssetExecutionContext,
-        config: GateConfig,
+        config: SpecGateConfig,
         trained_model: dict,
         features: pd.DataFrame,
         mlflow: MlflowResource,
