@@ -125,12 +125,12 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             commit,
             features.attrs.get("lakefs_repository", spec.dataset.repository),
             extra={
-                "dagster.run_id": context.run_id,
+                "dagster.run_id": context.run.run_id,
                 "dagster.asset_key": context.asset_key.to_user_string(),
             },
             data_ref=features.attrs.get("lakefs_ref", "main"),
         )
-        run_name = f"{spec.name}-{context.run_id[:8]}"
+        run_name = f"{spec.name}-{context.run.run_id[:8]}"
         with mlflow.start_run(context, tracking, spec, run_name, tags):
             try:
                 logged = train_and_log(tracking, spec, features, params, tags)
