@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike
 
 from mlops_assets.specs import ModelSpec
@@ -150,3 +151,30 @@ def compare(
         rows,
         se,
     )
+
+
+def assess_window(
+    spec: ModelSpec,
+    window: pd.DataFrame,
+    evaluated: float | None,
+    version: str,
+    min_rows: int,
+    tolerance: float,
+) -> LivePerformance:
+    """The serving version's live score on a labelled window (``label``, ``prediction``,
+    ``probability``), against the score it was gated on. Raises PerformanceInputError, saying
+    why, when the window cannot be judged (never gated, too few labels, unscorable)."""
+    metric = spec.evaluation.metric
+    if evaluated is None:
+        raise PerformanceInputError(
+            f"version {version} has no gate.{metric} tag: it was never gated"
+        )
+    if len(window) < min_rows:
+        raise PerformanceInputError(
+            f"{len(window)} labelled row(s) for version {version}, fewer than "
+            f"min_rows={min_rows}; labels arrive later than predictions"
+        )
+    probability = window["probability"] if window["probability"].notna().all() else None
+    live = live_score(spec, window["label"], window["prediction"], probability)
+    se = bootstrap_se(spec, window["label"], window["prediction"], probability)
+    return compare(spec, live, float(evaluated), len(window), tolerance, se)

@@ -14,8 +14,9 @@ from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.featurize import SPLIT
 from mlops_assets.serving.client import Replay
-from mlops_assets.serving.rollout import Policy, rollout
+from mlops_assets.serving.rollout import Policy, Result, rollout
 from mlops_assets.specs import ModelSpec
+from mlops_assets.training.tracking import Tracking
 from mlops_assets.training.train import records
 
 
@@ -41,6 +42,32 @@ class DeployConfig(dg.Config):
             "real requests fill the window and replayed rows would reach monitoring)"
         ),
     )
+
+
+def _rollout_metadata(
+    result: Result, candidate: str, server_url: str, tracking: Tracking, spec: ModelSpec
+) -> dict[str, MetadataEntry]:
+    """What a person reads on a rollout: the decision, why, and each version's window."""
+    healthy = result.decision != "rolled_back"
+    meta: dict[str, MetadataEntry] = {
+        "decision": result.decision,
+        "reason": result.reason,
+        "strategy": result.strategy,
+        "candidate_version": candidate,
+        "production_before": result.production_before or "none",
+        "production_now": candidate if healthy else (result.production_before or "none"),
+        "server_url": dg.MetadataValue.url(server_url),
+        "candidate_stats": dg.MetadataValue.json(result.candidate_stats),
+        "production_stats": dg.MetadataValue.json(result.production_stats),
+    }
+    for k in ("requests", "error_rate", "p95_ms", "mean_prediction"):
+        v = result.candidate_stats.get(k)
+        if isinstance(v, int | float):
+            meta[f"candidate_{k}"] = float(v)
+    url = tracking.version_url(spec.model_name, candidate)
+    if url:
+        meta["model_version_url"] = dg.MetadataValue.url(url)
+    return meta
 
 
 def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
@@ -105,24 +132,7 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             {"deploy.decision": result.decision, "deploy.reason": result.reason[:4000]},
         )
         healthy = result.decision != "rolled_back"
-        meta: dict[str, MetadataEntry] = {
-            "decision": result.decision,
-            "reason": result.reason,
-            "strategy": result.strategy,
-            "candidate_version": candidate,
-            "production_before": result.production_before or "none",
-            "production_now": candidate if healthy else (result.production_before or "none"),
-            "server_url": dg.MetadataValue.url(client.url),
-            "candidate_stats": dg.MetadataValue.json(result.candidate_stats),
-            "production_stats": dg.MetadataValue.json(result.production_stats),
-        }
-        for k in ("requests", "error_rate", "p95_ms", "mean_prediction"):
-            v = result.candidate_stats.get(k)
-            if isinstance(v, int | float):
-                meta[f"candidate_{k}"] = float(v)
-        url = tracking.version_url(spec.model_name, candidate)
-        if url:
-            meta["model_version_url"] = dg.MetadataValue.url(url)
+        meta = _rollout_metadata(result, candidate, client.url, tracking, spec)
         yield dg.Output(
             {
                 "model": spec.name,

@@ -11,12 +11,7 @@ from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.monitoring.drift import DriftInputError, compute_drift, judge, reference_frame
 from mlops_assets.monitoring.labels import labels_repository
-from mlops_assets.monitoring.performance import (
-    PerformanceInputError,
-    bootstrap_se,
-    compare,
-    live_score,
-)
+from mlops_assets.monitoring.performance import PerformanceInputError, assess_window
 from mlops_assets.monitoring.windows import current_window, labelled_window
 from mlops_assets.serving.client import ServingError
 from mlops_assets.serving.predlog import predictions_repository
@@ -241,42 +236,25 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         metric = spec.evaluation.metric
         serving_model = serving_version(tracking, spec, "to score")
         version = serving_model.version
-        evaluated = serving_model.tags.get(f"gate.{metric}")
+        gated = serving_model.tags.get(f"gate.{metric}")
         store = data_store.open(labels_repository(spec))
         window = labelled_window(store, spec, version, config.window_rows)
         meta: dict = {"serving_version": version, "labelled_rows": len(window), "metric": metric}
-
-        if evaluated is None:
-            yield from skipped(
-                "performance",
-                version,
-                meta,
-                f"version {version} has no gate.{metric} tag: it was never gated",
-            )
-            return
-        if len(window) < config.min_rows:
-            yield from skipped(
-                "performance",
-                version,
-                meta,
-                f"{len(window)} labelled row(s) for version {version}, fewer than "
-                f"min_rows={config.min_rows}; labels arrive later than predictions",
-            )
-            return
-        probability = window["probability"] if window["probability"].notna().all() else None
         try:
-            live = live_score(spec, window["label"], window["prediction"], probability)
+            evaluated = float(gated) if gated is not None else None
+            result = assess_window(
+                spec, window, evaluated, version, config.min_rows, config.tolerance
+            )
         except PerformanceInputError as e:
             yield from skipped("performance", version, meta, str(e))
             return
-        se = bootstrap_se(spec, window["label"], window["prediction"], probability)
-        result = compare(spec, live, float(evaluated), len(window), config.tolerance, se)
+        live, evaluated = result.live, result.expected
         meta.update(
             {
                 f"live_{metric}": float(live),
                 f"evaluated_{metric}": float(evaluated),
                 "relative_change": float(result.relative_change),
-                "live_standard_error": float(se),
+                "live_standard_error": float(result.se),
                 "window_start": str(window["timestamp"].iloc[0]),
                 "window_end": str(window["timestamp"].iloc[-1]),
             }

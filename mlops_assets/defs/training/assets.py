@@ -10,13 +10,15 @@ from pydantic import Field, ValidationError, create_model
 from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.k8s import TRAINING_K8S_TAGS
 from mlops_assets.defs.keys import features_key, model_evaluation_key, trained_model_key
+from mlops_assets.defs.metadata import MetadataEntry
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.specs.model import validation_problems
-from mlops_assets.training.evaluate import evaluate
-from mlops_assets.training.run import code_version, lineage_tags, train_and_log
+from mlops_assets.training.evaluate import Evaluation, evaluate
+from mlops_assets.training.run import Logged, code_version, lineage_tags, train_and_log
 from mlops_assets.training.tracking import (
     PRODUCTION,
+    Tracking,
     register,
 )
 from mlops_assets.training.train import TrainingError, split
@@ -69,6 +71,94 @@ def gate_config_class(spec: ModelSpec) -> type[GateConfig]:
 
     SpecGateConfig.__name__ = f"{spec.name.title().replace('_', '')}GateConfig"
     return SpecGateConfig
+
+
+def _trained_outputs(
+    tracking: Tracking, name: str, version: str, logged: Logged, params: Hyperparameters
+) -> tuple[dict, dict[str, MetadataEntry]]:
+    """What ``trained_model`` stores (the version and its lineage) and shows in the UI."""
+    commit = logged.tags["lakefs.commit"]
+    value = {
+        "model_name": name,
+        "version": version,
+        "run_id": logged.run_id,
+        "experiment_id": logged.experiment_id,
+        "model_uri": f"models:/{name}/{version}",
+        "run_hash": logged.run_hash,
+        "model_digest": logged.model_digest,
+        "lakefs_commit": commit,
+        "metrics": logged.trained.metrics,
+        "params": params.model_dump(),
+        "decision_threshold": logged.trained.threshold,
+    }
+    meta: dict = {
+        **{k: float(v) for k, v in logged.trained.metrics.items()},
+        "registered_model": name,
+        "model_version": dg.MetadataValue.int(int(version)),
+        "model_uri": value["model_uri"],
+        "mlflow_run_id": logged.run_id,
+        "run_hash": logged.run_hash,
+        "model_digest": logged.model_digest,
+        "lakefs_commit": dg.MetadataValue.text(commit),
+        "lakefs_branch": logged.tags["lakefs.branch"],
+        "train_rows": logged.trained.train_rows,
+        "holdout_rows": logged.trained.holdout_rows,
+        "params": dg.MetadataValue.json(params.model_dump()),
+        "tracking_uri": tracking.tracking_uri,
+    }
+    if logged.trained.threshold is not None:
+        meta["decision_threshold"] = dg.MetadataValue.float(logged.trained.threshold)
+        meta["threshold_rule"] = logged.trained.threshold_rule
+    _url(meta, "mlflow_run_url", tracking.run_url(logged.experiment_id, logged.run_id))
+    _url(meta, "model_version_url", tracking.version_url(name, version))
+    return value, meta
+
+
+def _evaluation_outputs(
+    tracking: Tracking, name: str, ev: Evaluation, gate_spec: EvaluationSpec, trained_model: dict
+) -> tuple[dict, dict[str, MetadataEntry]]:
+    """What ``model_evaluation`` stores (the decision) and shows in the UI (both scores, the
+    bar, the thresholds that applied, links to both versions)."""
+    version, champion, decision, metric = (
+        ev.version,
+        ev.champion_version,
+        ev.decision,
+        gate_spec.metric,
+    )
+    value = {
+        "model_name": name,
+        "challenger_version": version,
+        "champion_version": champion,
+        "decision": ev.verdict,
+        "reason": decision.reason,
+        "metric": metric,
+        "challenger": ev.challenger_scores,
+        "champion": ev.champion_scores,
+        "aliases_moved": ev.aliases_moved,
+    }
+    challenger_score = float(ev.challenger_scores[metric])
+    meta: dict = {
+        "decision": ev.verdict,
+        "reason": decision.reason,
+        "metric": metric,
+        f"challenger_{metric}": challenger_score,
+        "floor": float(gate_spec.floor),
+        "tolerance": float(gate_spec.tolerance),
+        "bar": float(decision.bar),
+        "challenger_version": dg.MetadataValue.int(int(version)),
+        "champion_version": champion or "none",
+        "aliases_moved": ", ".join(ev.aliases_moved) or "none",
+        "scores": dg.MetadataValue.md(ev.table()),
+    }
+    if trained_model.get("decision_threshold") is not None:
+        # label metrics (accuracy, F1) are at the threshold each version carries
+        meta["challenger_threshold"] = float(trained_model["decision_threshold"])
+    if ev.champion_scores:
+        meta[f"champion_{metric}"] = float(ev.champion_scores[metric])
+    _url(meta, "challenger_url", tracking.version_url(name, version))
+    if champion:
+        _url(meta, "champion_url", tracking.version_url(name, champion))
+    return value, meta
 
 
 def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
@@ -146,39 +236,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             {**logged.tags, "mlflow.run_id": logged.run_id},
         )
         context.log.info(f"registered {name!r} version {version.version}")
-        value = {
-            "model_name": name,
-            "version": str(version.version),
-            "run_id": logged.run_id,
-            "experiment_id": logged.experiment_id,
-            "model_uri": f"models:/{name}/{version.version}",
-            "run_hash": logged.run_hash,
-            "model_digest": logged.model_digest,
-            "lakefs_commit": commit,
-            "metrics": logged.trained.metrics,
-            "params": params.model_dump(),
-            "decision_threshold": logged.trained.threshold,
-        }
-        meta: dict = {
-            **{k: float(v) for k, v in logged.trained.metrics.items()},
-            "registered_model": name,
-            "model_version": dg.MetadataValue.int(int(version.version)),
-            "model_uri": value["model_uri"],
-            "mlflow_run_id": logged.run_id,
-            "run_hash": logged.run_hash,
-            "model_digest": logged.model_digest,
-            "lakefs_commit": dg.MetadataValue.text(commit),
-            "lakefs_branch": logged.tags["lakefs.branch"],
-            "train_rows": logged.trained.train_rows,
-            "holdout_rows": logged.trained.holdout_rows,
-            "params": dg.MetadataValue.json(params.model_dump()),
-            "tracking_uri": tracking.tracking_uri,
-        }
-        if logged.trained.threshold is not None:
-            meta["decision_threshold"] = dg.MetadataValue.float(logged.trained.threshold)
-            meta["threshold_rule"] = logged.trained.threshold_rule
-        _url(meta, "mlflow_run_url", tracking.run_url(logged.experiment_id, logged.run_id))
-        _url(meta, "model_version_url", tracking.version_url(name, str(version.version)))
+        value, meta = _trained_outputs(tracking, name, str(version.version), logged, params)
         return dg.Output(value, data_version=dg.DataVersion(logged.run_hash), metadata=meta)
 
     @dg.asset(
@@ -229,41 +287,9 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         key = context.asset_key.to_user_string()
         version = trained_model["version"]
         ev = evaluate(tracking, spec, version, x, y, gate_spec, f"Materialize {key} again")
-        decision, champion = ev.decision, ev.champion_version
+        decision = ev.decision
         context.log.info(f"promotion gate {ev.verdict}: {decision.reason}")
-        value = {
-            "model_name": name,
-            "challenger_version": version,
-            "champion_version": champion,
-            "decision": ev.verdict,
-            "reason": decision.reason,
-            "metric": metric,
-            "challenger": ev.challenger_scores,
-            "champion": ev.champion_scores,
-            "aliases_moved": ev.aliases_moved,
-        }
-        challenger_score = float(ev.challenger_scores[metric])
-        meta: dict = {
-            "decision": ev.verdict,
-            "reason": decision.reason,
-            "metric": metric,
-            f"challenger_{metric}": challenger_score,
-            "floor": float(gate_spec.floor),
-            "tolerance": float(gate_spec.tolerance),
-            "bar": float(decision.bar),
-            "challenger_version": dg.MetadataValue.int(int(version)),
-            "champion_version": champion or "none",
-            "aliases_moved": ", ".join(ev.aliases_moved) or "none",
-            "scores": dg.MetadataValue.md(ev.table()),
-        }
-        if trained_model.get("decision_threshold") is not None:
-            # label metrics (accuracy, F1) are at the threshold each version carries
-            meta["challenger_threshold"] = float(trained_model["decision_threshold"])
-        if ev.champion_scores:
-            meta[f"champion_{metric}"] = float(ev.champion_scores[metric])
-        _url(meta, "challenger_url", tracking.version_url(name, version))
-        if champion:
-            _url(meta, "champion_url", tracking.version_url(name, champion))
+        value, meta = _evaluation_outputs(tracking, name, ev, gate_spec, trained_model)
         yield dg.Output(value, metadata=meta)
         yield dg.AssetCheckResult(
             check_name="promotion_gate",
@@ -272,7 +298,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             description=decision.reason,
             metadata={
                 "challenger_version": version,
-                f"challenger_{metric}": challenger_score,
+                f"challenger_{metric}": meta[f"challenger_{metric}"],
                 f"champion_{metric}": meta.get(f"champion_{metric}", -1.0),
                 "bar": float(decision.bar),
             },
