@@ -7,6 +7,7 @@ default signal handlers, and is stopped by process group with a SIGKILL fallback
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from mlops_assets import procs
 from mlops_assets.procs import free_port, stop, wait_until
 
-__all__ = ["BIN", "REPO", "free_port", "graphql", "start", "stop", "wait_until"]
+__all__ = ["BIN", "REPO", "free_port", "fresh_home", "graphql", "start", "stop", "wait_until"]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -33,3 +34,15 @@ def graphql(port: int, query: str) -> dict:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def fresh_home(tmp_path: Path, **env: str) -> dict[str, str]:
+    """A brand-new DAGSTER_HOME (the repository's dagster.yaml) and the environment to use it:
+    this process's, without any MLOPS_/LAKEFS_/MLFLOW_ switch, plus ``env``."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
+    out = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    out.update(DAGSTER_HOME=str(home), **env)
+    return out

@@ -10,20 +10,14 @@ import pytest
 from mlops_assets.defs.keys import dataset_key, features_key, raw_data_key
 from mlops_assets.specs import load_specs
 from mlops_assets.store.local import LocalStore
-from mlops_assets_tests.processes import BIN, REPO
+from mlops_assets_tests.processes import BIN, REPO, fresh_home
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def home(tmp_path):
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    env["DAGSTER_HOME"] = str(dagster_home)
-    return env
+    return fresh_home(tmp_path)
 
 
 def run(cmd, env, expect=0, timeout=240):

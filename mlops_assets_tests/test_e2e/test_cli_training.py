@@ -2,8 +2,8 @@
 server: register, refuse a worse model at the gate, reproduce."""
 
 import json
-import os
 import subprocess
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from mlops_assets.defs.keys import model_evaluation_key, trained_model_key
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets_tests.processes import BIN, REPO
+from mlops_assets_tests.processes import BIN, REPO, fresh_home
 from mlops_assets_tests.test_training.conftest import unique_specs
 
 pytestmark = pytest.mark.e2e
@@ -45,16 +45,9 @@ def latest_meta(home, key):
 def test_training_group_registers_refuses_a_worse_model_and_reproduces(tmp_path, mlflow_server):
     from mlflow import MlflowClient
 
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     specs_dir = unique_specs(tmp_path)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "LAKEFS_", "MLFLOW_"))
-    }
-    env.update(
-        DAGSTER_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_SPECS_DIR=specs_dir
-    )
+    env = fresh_home(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_SPECS_DIR=specs_dir)
+    home = Path(env["DAGSTER_HOME"])
     client = MlflowClient(tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
 
     # 1. Fresh home: the demo data (its last day pinned: never the calendar's), then the

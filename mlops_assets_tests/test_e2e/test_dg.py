@@ -8,35 +8,17 @@ import subprocess
 import dagster as dg
 import pytest
 
-from mlops_assets.defs.keys import dataset_key, features_key
+from mlops_assets.defs.keys import ASSET_NAMES, dataset_key, features_key
 from mlops_assets.specs import load_specs
 from mlops_assets.store.local import LocalStore
-from mlops_assets_tests.processes import BIN, REPO
+from mlops_assets_tests.processes import BIN, REPO, fresh_home
 
 pytestmark = pytest.mark.e2e
-
-# Each spec's chain in the lineage graph, as the README lists it.
-ASSETS = (
-    "raw_data",
-    "dataset",
-    "features",
-    "trained_model",
-    "model_evaluation",
-    "deployment",
-    "drift_report",
-    "production_performance",
-)
 
 
 @pytest.fixture
 def home(tmp_path):
-    dagster_home = tmp_path / "dagster_home"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
-    env["DAGSTER_HOME"] = str(dagster_home)
-    return env
+    return fresh_home(tmp_path)
 
 
 def dg_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -59,7 +41,7 @@ def test_dg_list_defs_shows_every_spec(home):
     keys = {a["asset_key"] for a in listed["assets"]}
     checks = {c["key"] for c in listed["asset_checks"]}
     for spec in load_specs():
-        expected = {f"{spec.name}/{name}" for name in ASSETS}
+        expected = {f"{spec.name}/{name}" for name in ASSET_NAMES}
         assert expected <= keys, f"missing for '{spec.name}': {sorted(expected - keys)}"
         assert f"{spec.name}/model_evaluation:promotion_gate" in checks
     assert "churn/trained_model" in keys and "demand/drift_report" in keys

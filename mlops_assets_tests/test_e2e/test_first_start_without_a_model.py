@@ -3,13 +3,12 @@ scripts/run.sh calls) names the model, the gate's reason and the log, and the in
 answers 503 naming what is missing, while the model that passed is served."""
 
 import json
-import os
 
 import httpx
 import pytest
 
 from mlops_assets.specs.model import get_spec
-from mlops_assets_tests.processes import BIN, REPO, free_port, start, stop, wait_until
+from mlops_assets_tests.processes import BIN, free_port, fresh_home, start, stop, wait_until
 from mlops_assets_tests.test_e2e.test_cli_training import materialize, run
 from mlops_assets_tests.test_serving.conftest import _ready
 from mlops_assets_tests.test_training.conftest import unique_specs
@@ -27,16 +26,8 @@ ROW = {
 
 
 def test_a_refused_first_model_is_reported_and_answered_503(tmp_path, mlflow_server):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     specs_dir = unique_specs(tmp_path)
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "LAKEFS_", "MLFLOW_"))
-    }
-    env.update(
-        DAGSTER_HOME=str(home), MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_SPECS_DIR=specs_dir
-    )
+    env = fresh_home(tmp_path, MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_SPECS_DIR=specs_dir)
     run([BIN / "mlops", "seed", "--days", "6", "--rows", "250", "--end", "2026-11-30"], env)
 
     # nothing trained yet: not ready, and why

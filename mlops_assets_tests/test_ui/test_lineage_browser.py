@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.defs.keys import drift_report_key, trained_model_key
+from mlops_assets.defs.keys import ASSET_NAMES, drift_report_key, trained_model_key
 from mlops_assets.demo.seeding import seed_demo
 from mlops_assets.demo.simulator import simulate_batch
 from mlops_assets.serving.predlog import PredictionLog, predictions_repository, store_committer
@@ -195,19 +195,7 @@ def test_lineage_graph_and_model_page_in_a_browser(tmp_path, mlflow_server, monk
         lap("webserver ready")
         keys = {tuple(n["assetKey"]["path"]) for n in nodes}
         groups = {n["groupName"] for n in nodes}
-        assert keys == {
-            ("churn", name)
-            for name in (
-                "raw_data",
-                "dataset",
-                "features",
-                "trained_model",
-                "model_evaluation",
-                "deployment",
-                "drift_report",
-                "production_performance",
-            )
-        }, sorted(keys)
+        assert keys == {("churn", name) for name in ASSET_NAMES}, sorted(keys)
         # The community sign-up dialog of a fresh instance would cover the graph; dismissed the
         # way its "Skip" button does it.
         assert graphql(port, "mutation { setNuxSeen }")["data"]["setNuxSeen"] is True
