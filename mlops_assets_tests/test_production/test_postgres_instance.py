@@ -171,6 +171,16 @@ def test_dagster_asset_materialize_cli_on_the_production_config(production_home,
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(production_home.env)
     env["MLOPS_DATA_DIR"] = str(dagster_home / f"data-{uuid.uuid4().hex[:6]}")
+    seed = [BIN / "mlops", "--no-report", "seed", "--spec", "churn", "--days", "3"]
+    seeded = subprocess.run(
+        [*seed, "--rows", "200", "--end", "2026-11-30"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert seeded.returncode == 0, f"{seeded.stdout}\n{seeded.stderr}"
     select = "churn/raw_data,churn/dataset,churn/features"
     cmd = [BIN / "dagster", "asset", "materialize", "-m", "mlops_assets.definitions"]
     proc = subprocess.run(
