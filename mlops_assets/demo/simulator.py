@@ -67,7 +67,7 @@ def _churn(
     actual = usage.copy()  # what the customer used; the metered column may miss it
     usage[rng.random(rows) < 0.02] = np.nan  # usage metering sometimes misses a customer
     # Strong enough that a first model on a few days of data ranks churners well (true ROC AUC
-    # about 0.89): mlops_assets_tests/test_data/test_demo_signal.py sweeps every day of a year.
+    # about 0.92): mlops_assets_tests/test_demo/test_demo_signal.py sweeps every day of a year.
     logit = (
         -1.0
         - 0.15 * tenure
