@@ -165,6 +165,11 @@ def test_one_run_per_model_at_a_time(production_home):
 
 
 @pytest.mark.e2e
+def _run(cmd: list, env: dict[str, str]) -> None:
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+
+
 def test_dagster_asset_materialize_cli_on_the_production_config(production_home, postgres):
     dagster_home = production_home.path
     ours = ("MLOPS_", "LAKEFS_", "MLFLOW_")
@@ -172,26 +177,9 @@ def test_dagster_asset_materialize_cli_on_the_production_config(production_home,
     env.update(production_home.env)
     env["MLOPS_DATA_DIR"] = str(dagster_home / f"data-{uuid.uuid4().hex[:6]}")
     seed = [BIN / "mlops", "--no-report", "seed", "--spec", "churn", "--days", "3"]
-    seeded = subprocess.run(
-        [*seed, "--rows", "200", "--end", "2026-11-30"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert seeded.returncode == 0, f"{seeded.stdout}\n{seeded.stderr}"
-    select = "churn/raw_data,churn/dataset,churn/features"
-    cmd = [BIN / "dagster", "asset", "materialize", "-m", "mlops_assets.definitions"]
-    proc = subprocess.run(
-        [*cmd, "--select", select],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    _run([*seed, "--rows", "200", "--end", "2026-11-30"], env)
+    materialize = [BIN / "dagster", "asset", "materialize", "-m", "mlops_assets.definitions"]
+    _run([*materialize, "--select", "churn/raw_data,churn/dataset,churn/features"], env)
     runs = _tables(postgres, production_home.db, "SELECT run_id, status FROM runs")
     assert len(runs) == 1 and runs[0][1] == "SUCCESS"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
