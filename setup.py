@@ -33,6 +33,10 @@ setup(
         "uvicorn[standard]>=0.30",  # the inference server: uvloop + httptools
         "orjson>=3.10",
         "httpx>=0.27",
+        # Compiled inference: the trained pipeline converted to ONNX and served by ONNX Runtime
+        # once the gate has verified parity (training/onnx_export.py, serving/compiled.py).
+        "skl2onnx==1.20.0",
+        "onnxruntime==1.32.0",
     ],
     extras_require={
         "test": [
