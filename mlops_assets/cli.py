@@ -346,7 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=8080)
     srv.add_argument(
-        "--poll-seconds", type=float, default=10.0, help="how often to re-read the alias"
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to reconcile to the registry's desired state (alias, rollout tag)",
     )
     srv.set_defaults(fn=cmd_serve)
 

@@ -16,6 +16,13 @@ hand what they need down. Nothing here does work at import.
 | MLOPS_EXECUTOR               | ``in_process``                 | ``k8s``                   |
 | MLOPS_SERVING_URL / _PORT    | http://127.0.0.1:8080          | the Service's URL         |
 | MLOPS_SERVING_TOKEN          | a random token in a 0600 file  | a Secret                  |
+| MLOPS_SERVING_REPLICAS       | unset: MLOPS_SERVING_URL alone | ``dns+http://mlops-       |
+|                              | (comma-separated URLs; ``dns+``| inference-replicas:8080`` |
+|                              | resolves every address)        | (a headless Service)      |
+| MLOPS_PROMETHEUS_URL         | unset: read replicas directly  | the Prometheus server     |
+|                              |                                | (wins over the replicas)  |
+| MLOPS_PROMETHEUS_SELECTOR    | ``job="mlops-inference"``      | the replicas' scrape job  |
+| MLOPS_ROLLOUT_LEASE_SECONDS  | 60                             | 60                        |
 | MLOPS_LOG_SEGMENT_ROWS / _SECONDS | 5000 rows / 60 s          | 5000 rows / 60 s          |
 | MLOPS_REPLAY_HOLDOUT         | on (the demo has no clients)   | **off** (replayed rows    |
 |                              |                                | would reach monitoring)   |
@@ -103,6 +110,12 @@ class Settings:
     serving_url: str | None = None
     serving_port: int = 8080
     serving_token: str = ""
+    # Where a rollout reads every replica's figures: their URLs (or ``dns+`` names to
+    # resolve), or a Prometheus server that scrapes them (production).
+    serving_replicas: tuple[str, ...] = ()
+    prometheus_url: str = ""
+    prometheus_selector: str = 'job="mlops-inference"'
+    rollout_lease_seconds: float = 60.0
     log_segment_rows: int = 5000
     log_segment_seconds: float = 60.0
     replay_holdout: bool = True
@@ -136,6 +149,13 @@ class Settings:
             serving_url=e.get("MLOPS_SERVING_URL", "").strip() or None,
             serving_port=int(_number(e, "MLOPS_SERVING_PORT", 8080, int)),
             serving_token=e.get("MLOPS_SERVING_TOKEN", ""),
+            serving_replicas=tuple(
+                u.strip() for u in e.get("MLOPS_SERVING_REPLICAS", "").split(",") if u.strip()
+            ),
+            prometheus_url=e.get("MLOPS_PROMETHEUS_URL", "").strip(),
+            prometheus_selector=e.get("MLOPS_PROMETHEUS_SELECTOR", "").strip()
+            or 'job="mlops-inference"',
+            rollout_lease_seconds=float(_number(e, "MLOPS_ROLLOUT_LEASE_SECONDS", 60.0)),
             log_segment_rows=int(_number(e, "MLOPS_LOG_SEGMENT_ROWS", 5000, int)),
             log_segment_seconds=float(_number(e, "MLOPS_LOG_SEGMENT_SECONDS", 60.0)),
             # Replaying the holdout through /predict is for a demo with no clients: in

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # System packages the tests drive for real: Debian's chromium (the lineage UI in a browser,
 # through Playwright; no browser is ever downloaded), PostgreSQL (a throwaway cluster for
-# the production storage path) and faketime (libfaketime: commands run at a date of a test's
-# choosing; scripts/test-on-date.sh runs the whole suite under it). Installs only what is
-# missing; needs root or sudo for that.
+# the production storage path), faketime (libfaketime: commands run at a date of a test's
+# choosing; scripts/test-on-date.sh runs the whole suite under it), nginx (the load balancer in
+# front of several inference-server replicas) and prometheus (the rollout's analysis over every
+# replica's metrics). The tests start nginx and prometheus themselves on loopback, never the
+# system services. Installs only what is missing; needs root or sudo for that.
 set -euo pipefail
 
 missing=()
@@ -12,6 +14,8 @@ if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev
   missing+=(postgresql)
 fi
 command -v faketime >/dev/null || missing+=(faketime)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+command -v prometheus >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=""

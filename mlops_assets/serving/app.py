@@ -34,6 +34,7 @@ import orjson
 
 from mlops_assets.serving.metrics import Metrics
 from mlops_assets.serving.predlog import PredictionLog
+from mlops_assets.serving.reconcile import reconciled
 from mlops_assets.serving.schema import InputError, InputSchema
 from mlops_assets.serving.state import Deployment, Window
 from mlops_assets.specs import ModelSpec
@@ -183,19 +184,18 @@ class InferenceServer:
                 log.warning("registry poll failed: %s", e)
 
     async def sync_production(self) -> None:
-        """Serve the registry's ``production`` version where no rollout is in progress."""
+        """Reconcile every model to the shared desired state (the registry's ``production``
+        alias and rollout tag; the rule is ``reconcile.deployment_for``)."""
         resolve = self.resolve_production
         if resolve is None:
             raise RuntimeError(
                 "sync_production needs a model registry: create the app with resolve_production"
             )
         for served in self.models.values():
-            d = served.deployment
-            if d.candidate is not None and (d.weight > 0 or d.mode == "canary"):
-                continue  # a rollout is in progress (an idle blue-green standby is not)
-            version = await asyncio.to_thread(resolve, served.spec)
-            if version and version != served.deployment.production:
-                await self.deploy(served.spec.name, Deployment(production=version))
+            desired = await asyncio.to_thread(resolve, served.spec)
+            wanted = reconciled(desired, time.time())
+            if wanted.production and wanted != served.deployment:
+                await self.deploy(served.spec.name, wanted)
 
     async def deploy(self, name: str, deployment: Deployment) -> Deployment:
         """Load every version the new state needs, then switch in one assignment."""

@@ -67,7 +67,7 @@ class ServingClient:
         self._ok(self._call("POST", f"/admin/stats/{model}/reset"))
 
     def predict(self, model: str, records: list[dict], version: str | None = None) -> dict:
-        headers = {"X-Model-Version": version} if version else {}
+        headers = {"X-Model-Version": version} if version else {}  # _call adds the token
         r = self._call(
             "POST", "/predict", json={"model": model, "records": records}, headers=headers
         )
@@ -100,7 +100,10 @@ class Replay:
     def _run(self, offset: int) -> None:
         i = offset
         with httpx.Client(base_url=self.client.url, timeout=30.0) as http:
-            headers = {"X-Model-Version": self.version} if self.version else {}
+            # pinning a version is an admin's act (blue-green smoke traffic): it carries the token
+            headers = (
+                {"X-Model-Version": self.version, **self.client._headers()} if self.version else {}
+            )
             while not self._stop.is_set():
                 row = self.rows[i % len(self.rows)]
                 i += len(self._threads)

@@ -1,10 +1,12 @@
 """``mlops serve``: run the inference server for every model spec under uvicorn.
 
 The server loads each model's ``production`` version from the MLflow registry (embedded
-SQLite store or MLFLOW_TRACKING_URI) and polls the alias, so a promotion shows up without a
-restart. Admin routes need a token: ``MLOPS_SERVING_TOKEN`` from the environment, or, if it
-is unset, a random token the server writes to ``$MLOPS_DATA_DIR/serving/token`` (mode 0600)
-for local clients such as the embedded ``deployment`` asset.
+SQLite store or MLFLOW_TRACKING_URI) and reconciles to the registry's desired state every
+``--poll-seconds`` (the alias and the rollout tag, shared by every replica: see
+``serving/reconcile.py``), so a promotion or a canary shows up without a restart. Admin
+routes need a token: ``MLOPS_SERVING_TOKEN`` from the environment, or, if it is unset, a
+random token the server writes to ``$MLOPS_DATA_DIR/serving/token`` (mode 0600) for local
+clients such as the embedded ``deployment`` asset.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def resolve_token(settings: Settings) -> str:
 
 
 def build_server(
-    poll_seconds: float = 10.0, log_dir: Path | None = None, settings: Settings | None = None
+    poll_seconds: float = 2.0, log_dir: Path | None = None, settings: Settings | None = None
 ):
     from mlops_assets.serving.app import InferenceServer
     from mlops_assets.serving.predlog import (
@@ -43,8 +45,9 @@ def build_server(
         predictions_repository,
         store_committer,
     )
+    from mlops_assets.serving.reconcile import Desired
     from mlops_assets.store import open_store
-    from mlops_assets.training.tracking import PRODUCTION, tracking_from_env
+    from mlops_assets.training.tracking import tracking_from_env
 
     settings = settings or Settings.from_env()
     specs = list(load_specs(settings.specs_dir))
@@ -54,9 +57,9 @@ def build_server(
     def load_version(spec: ModelSpec, version: str):
         return tracking.load_model(spec.model_name, version)
 
-    def resolve_production(spec: ModelSpec) -> str | None:
-        v = tracking.version_by_alias(spec.model_name, PRODUCTION)
-        return v.version if v is not None else None
+    def resolve_production(spec: ModelSpec) -> Desired:
+        # the alias and the rollout tag in one registry call: the state every replica shares
+        return Desired.from_registry(*tracking.model_state(spec.model_name))
 
     repos = {s.name: predictions_repository(s.dataset.repository) for s in specs}
     options = settings.store_options()
@@ -69,13 +72,15 @@ def build_server(
         commit=store_committer(open_repository, repos),
         segment_rows=settings.log_segment_rows,
         segment_seconds=settings.log_segment_seconds,
+        models=tuple(s.name for s in specs),
     )
     return InferenceServer(
         specs,
         load_version,
         resolve_token(settings),
         prediction_log=plog,
-        resolve_production=resolve_production,
+        # a Desired, not a bare version: the server reconciles to it (serving/reconcile.py)
+        resolve_production=resolve_production,  # type: ignore[arg-type]
         poll_seconds=poll_seconds,
     )
 

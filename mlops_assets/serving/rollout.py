@@ -1,22 +1,38 @@
-"""Safe rollout of a new model version to the inference server: canary or blue-green, with an
-automatic decision from what the candidate actually served. Plain library code, no Dagster.
+"""Safe rollout of a new model version to every inference-server replica: canary or
+blue-green, decided automatically from what the candidate served on all of them. Plain library
+code, no Dagster.
 
-Canary: the candidate answers ``canary_weight`` of the requests. Blue-green: the candidate is
-deployed beside production with no traffic, answers pinned smoke traffic, then takes all of it
-in one switch (production stays loaded as the instant way back). Either way the candidate
-must answer ``window_requests`` requests with an error rate, p95 latency and mean prediction
-within bounds; then ``production`` moves to it (registry alias first, then the server), or the
-server goes back to the old version and the alias is not touched.
+The rollout never talks to one server. It writes the desired state where every replica reads
+it (the registry: the ``production`` alias and the ``mlops.rollout`` tag, see
+:mod:`mlops_assets.serving.reconcile`), every replica reconciles to it within a poll, and the
+analysis reads every replica (:mod:`mlops_assets.serving.analysis`).
+
+Canary: the candidate answers ``canary_weight`` of the requests on every replica. Blue-green:
+the candidate is loaded beside production with no traffic, answers pinned smoke traffic, then
+takes all of it in one switch (the alias move; the old version stays loaded, idle). Either way
+the candidate must answer ``window_requests`` requests, summed over the replicas, with an error
+rate, p95 latency and mean prediction within bounds; then the alias moves to it, or it does not.
+
+Never stuck: the tag carries a lease the rollout renews while it watches. Whatever happens
+(a refusal, an exception, MLflow down, the process killed), the tag is deleted in ``finally``
+or, if the process died or MLflow is down, its lease expires; either way every replica serves
+the ``production`` alias alone, by itself. Promotion is one alias move and is idempotent (a
+second run finds the candidate already serving); so is a rollback (deleting a tag that is gone).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
 
-from mlops_assets.serving.client import ServingClient
+from mlops_assets.serving.analysis import AnalysisError
+from mlops_assets.serving.reconcile import ROLLOUT_TAG, Desired, Rollout, deployment_for
+from mlops_assets.serving.state import Deployment
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,7 @@ class Policy:
     max_p95_ms: float = 200.0
     max_prediction_shift: float = 0.5
     timeout_seconds: float = 120.0
+    lease_seconds: float = 60.0
 
 
 @dataclass
@@ -39,6 +56,43 @@ class Result:
     candidate_stats: dict = field(default_factory=dict)
     production_stats: dict = field(default_factory=dict)
     strategy: str = "canary"
+    rollout_id: str = ""
+    lagging: list[str] = field(default_factory=list)  # replicas not on the final state
+
+
+class RolloutBusy(RuntimeError):
+    """Another rollout of the model holds a live lease."""
+
+
+class Analysis(Protocol):
+    def describe(self) -> str: ...
+    def reset(self, model: str) -> None: ...
+    def stats(self, model: str, since: float) -> dict[str, dict]: ...
+    def lagging(self, model: str, wanted: Deployment) -> list[str]: ...
+
+
+@dataclass
+class RegistryControl:
+    """The desired state of one registered model, in the registry (a ``Tracking``)."""
+
+    tracking: object  # mlops_assets.training.tracking.Tracking (imported lazily: MLflow)
+    model_name: str
+
+    def desired(self) -> Desired:
+        production, tags = self.tracking.model_state(self.model_name)  # type: ignore[attr-defined]
+        return Desired.from_registry(production, tags)
+
+    def write(self, rollout: Rollout) -> None:
+        self.tracking.set_model_tag(self.model_name, ROLLOUT_TAG, rollout.to_json())  # type: ignore[attr-defined]
+
+    def clear(self, rollout_id: str) -> None:
+        """Delete the tag if it is this rollout's (or unreadable); another rollout's stays."""
+        current = self.desired().rollout
+        if current is None or current.rollout_id == rollout_id:
+            self.tracking.delete_model_tag(self.model_name, ROLLOUT_TAG)  # type: ignore[attr-defined]
+
+    def promote(self, version: str) -> None:
+        self.tracking.promote(self.model_name, version)  # type: ignore[attr-defined]
 
 
 def judge(policy: Policy, cand: dict, prod: dict | None) -> tuple[bool, str]:
@@ -68,98 +122,214 @@ def judge(policy: Policy, cand: dict, prod: dict | None) -> tuple[bool, str]:
                 f"candidate mean prediction {c_mean:.4g} is {shift:.0%} away from production's "
                 f"{p_mean:.4g} (allowed {policy.max_prediction_shift:.0%})"
             )
+    p95 = f"{cand['p95_ms']:.1f} ms" if cand["p95_ms"] is not None else "unknown"
     return True, (
         f"candidate served {n} requests: error rate {cand['error_rate']:.1%}, p95 "
-        f"{cand['p95_ms']:.1f} ms, mean prediction {c_mean:.4g}"
+        f"{p95}, mean prediction {c_mean:.4g}"
         + (f" (production {p_mean:.4g})" if p_mean is not None else "")
     )
 
 
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Lease:
+    """The rollout's tag, renewed every third of the lease while the rollout watches."""
+
+    control: RegistryControl
+    state: Rollout
+    seconds: float
+    clock: Callable[[], float]
+    log: Callable[[str], None]
+    renewed_at: float = 0.0
+    problem: str = ""
+
+    def write(self) -> None:
+        now = self.clock()
+        self.state = self.state.renewed(now + self.seconds)
+        self.control.write(self.state)
+        self.renewed_at = now
+
+    def keep(self) -> None:
+        if self.clock() - self.renewed_at < self.seconds / 3:
+            return
+        try:
+            self.write()
+            self.problem = ""
+        except Exception as e:  # MLflow down: keep watching; the decision checks the lease
+            self.problem = f"{type(e).__name__}: {str(e)[:300]}"
+            self.log(
+                f"could not renew the lease (expires {_iso(self.state.lease_expires_at)}): "
+                f"{self.problem}"
+            )
+
+    def lapsed(self) -> bool:
+        return self.clock() >= self.state.lease_expires_at
+
+
 def rollout(
-    client: ServingClient,
+    control: RegistryControl,
+    analysis: Analysis,
     model: str,
     candidate: str,
     policy: Policy,
-    promote_alias: Callable[[str], object],
     traffic: Callable[[str | None], contextlib.AbstractContextManager] | None = None,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.time,
 ) -> Result:
-    """Roll ``candidate`` out on ``model``; ``promote_alias(version)`` moves the registry alias.
+    """Roll ``candidate`` out on ``model`` (the spec's name, as the servers know it).
 
     ``traffic(pinned_version)`` (optional) returns a context manager that sends requests while
     the rollout watches (the demo replays the holdout; in production, real traffic flows).
     """
-    before = client.deployment(model)
-    production = before.get("production")
+    desired = control.desired()
+    production = desired.production
     if production == candidate:
         return Result(
-            "already_serving",
-            f"version {candidate} already serves",
-            candidate,
-            production,
+            "already_serving", f"version {candidate} already serves", candidate, production,
             strategy=policy.strategy,
-        )
+        )  # fmt: skip
     if production is None:
-        promote_alias(candidate)
-        client.deploy(model, production=candidate)
+        control.promote(candidate)
         return Result(
-            "first_deployment",
-            f"no version served yet: {candidate} now serves",
-            candidate,
-            None,
-            strategy=policy.strategy,
+            "first_deployment", f"no version served yet: {candidate} now serves on every replica",
+            candidate, None, strategy=policy.strategy,
+        )  # fmt: skip
+    other = desired.rollout
+    if other is not None and other.live(production, clock()):
+        raise RolloutBusy(
+            f"rollout {other.rollout_id} of version {other.candidate} holds {control.model_name} "
+            f"until {_iso(other.lease_expires_at)}: wait for it to end, or, if its process is "
+            f"gone, for the lease to expire (or delete the registered model's tag {ROLLOUT_TAG!r})"
         )
+    blue_green = policy.strategy == "blue_green"
+    state = Rollout(
+        rollout_id=uuid.uuid4().hex[:12],
+        candidate=candidate,
+        weight=0.0 if blue_green else policy.canary_weight,
+        mode="blue_green" if blue_green else "canary",
+        lease_expires_at=clock() + policy.lease_seconds,
+        production_at_start=production,
+    )
+    lease = _Lease(control, state, policy.lease_seconds, clock, log)
+    result = Result(
+        "rolled_back", "", candidate, production, strategy=policy.strategy,
+        rollout_id=state.rollout_id,
+    )  # fmt: skip
+    try:
+        lease.write()
+        _watch(lease, analysis, model, policy, traffic, log, result)
+        if result.decision == "promoted":
+            _promote(control, candidate, production, log)
+    finally:
+        try:
+            control.clear(state.rollout_id)
+        except Exception as e:
+            log(
+                f"could not delete the rollout tag ({type(e).__name__}: {str(e)[:300]}); its "
+                f"lease expires at {_iso(lease.state.lease_expires_at)} and every replica then "
+                "serves the production alias by itself"
+            )
+    final = Deployment(production=candidate if result.decision == "promoted" else production)
+    result.lagging = _settle(analysis, model, final, min(policy.timeout_seconds, 30.0))
+    log(f"{result.decision} {candidate}: {result.reason}")
+    if result.lagging:
+        log(f"replicas not yet on {final.as_dict()}: {'; '.join(result.lagging)}")
+    return result
 
-    client.reset_stats(model)
-    if policy.strategy == "blue_green":
-        client.deploy(
-            model, production=production, candidate=candidate, weight=0.0, mode="blue_green"
-        )
-        log(f"blue-green: version {candidate} deployed beside {production}, smoke traffic")
-        streams = [traffic(candidate), traffic(None)] if traffic else []
-    else:
-        client.deploy(
-            model,
-            production=production,
-            candidate=candidate,
-            weight=policy.canary_weight,
-            mode="canary",
-        )
-        log(f"canary: version {candidate} answers {policy.canary_weight:.0%} of requests")
-        streams = [traffic(None)] if traffic else []
 
+def _settle(analysis: Analysis, model: str, final: Deployment, seconds: float) -> list[str]:
+    """Wait (bounded) until every replica serves the final state; who has not, if any."""
+    deadline = time.monotonic() + seconds
+    lagging = analysis.lagging(model, final)
+    while lagging and time.monotonic() < deadline:
+        time.sleep(0.25)
+        lagging = analysis.lagging(model, final)
+    return lagging
+
+
+def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None:
+    """Wait until every replica serves the rollout, watch the window, decide (in ``result``)."""
     deadline = time.monotonic() + policy.timeout_seconds
+    wanted = deployment_for(Desired(result.production_before, lease.state), lease.clock())
+    lagging = analysis.lagging(model, wanted)
+    while lagging and time.monotonic() < deadline:
+        time.sleep(0.25)
+        lease.keep()
+        lagging = analysis.lagging(model, wanted)
+    if lagging:
+        result.reason = (
+            f"not every replica took the rollout within {policy.timeout_seconds:g}s: "
+            f"{'; '.join(lagging)}; rolled back"
+        )
+        return
+    analysis.reset(model)
+    since = lease.clock()
+    what = (
+        "blue-green: deployed beside production, smoke traffic"
+        if policy.strategy == ("blue_green")
+        else f"canary: answers {policy.canary_weight:.0%} of requests"
+    )
+    log(f"version {result.candidate} on every replica ({analysis.describe()}); {what}")
+    streams = []
+    if traffic is not None:
+        streams = (
+            [traffic(result.candidate), traffic(None)]
+            if policy.strategy == ("blue_green")
+            else [traffic(None)]
+        )
+    stats: dict | None = None  # the first complete view with a full window decides
     with contextlib.ExitStack() as stack:
         for s in streams:
             stack.enter_context(s)
         while time.monotonic() < deadline:
-            stats = client.stats(model)
-            if stats.get(candidate, {}).get("requests", 0) >= policy.window_requests:
-                break
+            lease.keep()
+            try:
+                seen = analysis.stats(model, since)
+                if seen.get(result.candidate, {}).get("requests", 0) >= policy.window_requests:
+                    stats = seen
+                    break
+            except AnalysisError:
+                pass  # a replica restarting: the final read below decides
             time.sleep(0.25)
-    stats = client.stats(model)
-    cand, prod = stats.get(candidate, {}), stats.get(production)
-    ok, reason = judge(policy, cand, prod)
-    if not ok:
-        client.deploy(model, production=production)
-        log(f"rolled back to {production}: {reason}")
-        return Result(
-            "rolled_back", reason, candidate, production, cand, prod or {}, policy.strategy
-        )
-    promote_alias(candidate)
-    final = (
-        # the old version stays loaded, idle, as the way back
-        {"production": candidate, "candidate": production, "weight": 0.0, "mode": "blue_green"}
-        if policy.strategy == "blue_green"
-        else {"production": candidate}
-    )
-    for attempt in range(3):  # the alias has moved: the server must follow it
+    if stats is None:  # the window did not fill in time: judge what every replica saw
         try:
-            client.deploy(model, **final)
-            break
+            stats = analysis.stats(model, since)
+        except AnalysisError as e:
+            result.reason = f"{e}; rolled back"
+            return
+    cand, prod = stats.get(result.candidate, {}), stats.get(result.production_before) or {}
+    result.candidate_stats, result.production_stats = cand, prod
+    if lease.lapsed():
+        why = lease.problem or "not renewed"
+        result.reason = (
+            f"the lease lapsed at {_iso(lease.state.lease_expires_at)} ({why}): replicas may "
+            "have fallen back during the window; rolled back"
+        )
+        return
+    ok, result.reason = judge(policy, cand, prod)
+    if ok:
+        result.decision = "promoted"
+
+
+def _promote(control: RegistryControl, candidate: str, production: str, log) -> None:
+    """Move the alias: the switch on every replica. If the call fails, say which state the
+    registry is in; the tag is deleted (or expires) either way, so nothing is left half."""
+    try:
+        control.promote(candidate)
+    except Exception as e:
+        try:
+            now = control.desired().production
         except Exception:
-            if attempt == 2:
-                raise
-            time.sleep(1 + attempt)
-    log(f"promoted {candidate}: {reason}")
-    return Result("promoted", reason, candidate, production, cand, prod or {}, policy.strategy)
+            now = None
+        if now == candidate:  # the alias moved; only the previous_production alias may lag
+            log(f"promoted {candidate}, but remembering {production} as previous failed: {e}")
+            return
+        raise RuntimeError(
+            f"moving the production alias to {candidate} failed ({type(e).__name__}: "
+            f"{str(e)[:300]}); the alias names {now or 'an unknown version (registry down)'}, and "
+            "every replica serves what it names once the rollout tag is gone or its lease "
+            "expires. Run the deployment again to retry: it is idempotent"
+        ) from e

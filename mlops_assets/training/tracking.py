@@ -247,6 +247,42 @@ class Tracking:
 
         self.call(f"tag version {version} of {name!r}", put)
 
+    def model_state(self, name: str) -> tuple[str | None, dict[str, str]]:
+        """The ``production`` version and the registered model's tags, read in one call (so
+        a reader never pairs an old alias with a new tag). ``(None, {})`` for no model."""
+
+        def get(c):
+            try:
+                return c.get_registered_model(name)
+            except Exception as e:
+                if _is_not_found(e):
+                    return None
+                raise
+
+        model = self.call(f"read registered model {name!r}", get)
+        if model is None:
+            return None, {}
+        production = (model.aliases or {}).get(PRODUCTION)
+        return (None if production is None else str(production)), dict(model.tags or {})
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.call(
+            f"set tag {key!r} of registered model {name!r}",
+            lambda c: c.set_registered_model_tag(name, key, value),
+        )
+
+    def delete_model_tag(self, name: str, key: str) -> None:
+        """Remove a registered-model tag; a tag (or model) already gone is not an error."""
+
+        def delete(c):
+            try:
+                c.delete_registered_model_tag(name, key)
+            except Exception as e:
+                if not _is_not_found(e):
+                    raise
+
+        self.call(f"delete tag {key!r} of registered model {name!r}", delete)
+
     def load_model(self, name: str, version: str):
         """The registered sklearn Pipeline, loaded from its skops file with a fixed allow-list
         of types (never from the list the artifact itself declares)."""

@@ -1,71 +1,166 @@
-"""Canary and blue-green rollouts against the real server: promote, or roll back by itself."""
+"""Canary and blue-green rollouts through the registry's shared desired state, against a real
+replica (``mlops serve`` reconciling every 0.5 s) and the real MLflow server: promote, or roll
+back by itself; never stuck when the registry fails during the switch."""
 
 import pytest
 
-from mlops_assets.serving.client import Replay
-from mlops_assets.serving.rollout import Policy, judge, rollout
-from mlops_assets.training.tracking import PRODUCTION, Tracking
+from mlops_assets.serving.analysis import ReplicaStats
+from mlops_assets.serving.client import Replay, ServingClient
+from mlops_assets.serving.reconcile import ROLLOUT_TAG, Rollout
+from mlops_assets.serving.rollout import Policy, RegistryControl, RolloutBusy, judge, rollout
+from mlops_assets.specs.model import get_spec
+from mlops_assets.training.tracking import PRODUCTION, Tracking, TrackingUnavailable
+from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
+from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env
 
 
-def run(client, registry, role, **policy):
-    versions = registry.versions
+@pytest.fixture(scope="module")
+def replica(registry, tmp_path_factory):
+    """One real server that reconciles to the registry twice a second."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("rollout") / "serve.log"
+    cmd = [str(BIN / "mlops"), "serve", "--port", str(port), "--poll-seconds", "0.5"]
+    proc = start(cmd, serve_env(registry), log)
+    url = f"http://127.0.0.1:{port}"
+    wait_until("inference server", lambda: _ready(url), 120, proc, log)
+    yield ServingClient(url, TOKEN)
+    stop(proc)
+
+
+@pytest.fixture
+def control(registry, replica):
+    """Every test starts (and ends) with the champion alone, in the registry and served."""
     tracking = Tracking(registry.tracking_uri)
-    promoted = []
+    tracking.configure()
+    name = get_spec("churn", registry.specs_dir).model_name
+    ctl = RegistryControl(tracking, name)
 
+    def reset():
+        tracking.delete_model_tag(name, ROLLOUT_TAG)
+        tracking.set_alias(name, PRODUCTION, registry.versions[("churn", "champion")])
+        alone = {"production": registry.versions[("churn", "champion")], "candidate": None}
+        wait_until(
+            "champion alone",
+            lambda: {k: replica.deployment("churn")[k] for k in alone} == alone,
+            60,
+        )
+
+    reset()
+    yield ctl
+    reset()
+
+
+def run(ctl, replica, registry, role, **policy):
     def traffic(version):
-        return Replay(client, "churn", registry.holdout["churn"], threads=3, version=version)
+        return Replay(replica, "churn", registry.holdout["churn"], threads=3, version=version)
 
-    result = rollout(
-        client,
+    return rollout(
+        ctl,
+        ReplicaStats([replica.url], TOKEN),
         "churn",
-        versions[("churn", role)],
-        Policy(**{"window_requests": 60, "timeout_seconds": 60, **policy}),
-        promote_alias=promoted.append,
+        registry.versions[("churn", role)],
+        # Two forests' mean probability over 60 random rows each differs by chance by up to
+        # ~50 %: the shift bound is not what these tests judge.
+        Policy(
+            **{
+                "window_requests": 60,
+                "timeout_seconds": 60,
+                "lease_seconds": 20,
+                "max_prediction_shift": 3.0,
+                **policy,
+            }
+        ),
         traffic=traffic,
         log=lambda m: None,
     )
-    return result, promoted, tracking
 
 
 @pytest.mark.parametrize("strategy", ["canary", "blue_green"])
-def test_a_healthy_challenger_is_promoted(client, registry, strategy):
-    result, promoted, _ = run(client, registry, "challenger", strategy=strategy, canary_weight=0.5)
+def test_a_healthy_challenger_is_promoted(control, replica, registry, strategy):
     challenger = registry.versions[("churn", "challenger")]
+    result = run(control, replica, registry, "challenger", strategy=strategy, canary_weight=0.5)
     assert result.decision == "promoted", result.reason
-    assert promoted == [challenger]
     assert result.candidate_stats["requests"] >= 60
     assert result.candidate_stats["errors"] == 0
-    state = client.deployment("churn")
-    assert state["production"] == challenger
-    if strategy == "blue_green":  # the old version stays loaded, idle, as the way back
-        assert state["candidate"] == registry.versions[("churn", "champion")]
-        assert state["weight"] == 0.0
+    assert result.lagging == []
+    desired = control.desired()
+    assert (desired.production, desired.rollout) == (challenger, None)  # the tag is gone
+    assert replica.deployment("churn") == {
+        "production": challenger,
+        "candidate": None,
+        "weight": 0.0,
+        "mode": "single",
+    }
+    # promotion is idempotent: a second run finds it serving and changes nothing
+    again = run(control, replica, registry, "challenger", strategy=strategy)
+    assert again.decision == "already_serving"
+    assert control.desired().production == challenger
 
 
-def test_a_failing_canary_is_rolled_back_and_the_champion_keeps_serving(client, registry):
+def test_a_failing_canary_is_rolled_back_and_the_champion_keeps_serving(control, replica, registry):
     champion = registry.versions[("churn", "champion")]
-    result, promoted, _ = run(client, registry, "faulty", canary_weight=0.5)
+    result = run(control, replica, registry, "faulty", canary_weight=0.5)
     assert result.decision == "rolled_back"
     assert "error rate" in result.reason and result.candidate_stats["errors"] > 0
-    assert promoted == []
-    assert client.deployment("churn") == {
+    desired = control.desired()
+    assert (desired.production, desired.rollout) == (champion, None)  # no alias touched
+    assert replica.deployment("churn") == {
         "production": champion,
         "candidate": None,
         "weight": 0.0,
         "mode": "single",
     }
-    answer = client.predict("churn", registry.holdout["churn"][:1])
+    answer = replica.predict("churn", registry.holdout["churn"][:1])
     assert (answer["status"], answer["model_version"]) == (200, champion)
 
 
-def test_a_slow_canary_is_rolled_back(client, registry):
+def test_a_slow_canary_is_rolled_back(control, replica, registry):
     # 2,500 unpruned trees against the champion's 150 of depth 10: measured here ~75 ms
     # against ~7 ms per single-row prediction, so a 40 ms bound sits well clear of both.
-    result, promoted, _ = run(client, registry, "slow", canary_weight=0.5, max_p95_ms=40)
+    result = run(control, replica, registry, "slow", canary_weight=0.5, max_p95_ms=40)
     assert result.decision == "rolled_back"
     assert "p95 latency" in result.reason
-    assert promoted == []
-    assert client.deployment("churn")["production"] == registry.versions[("churn", "champion")]
+    assert control.desired().production == registry.versions[("churn", "champion")]
+
+
+def test_registry_down_while_moving_the_alias_leaves_production_serving(control, replica, registry):
+    """The alias move fails for real (a registry that refuses connections): the rollout
+    raises, deletes its tag, and the replica is back on the champion alone."""
+    champion = registry.versions[("churn", "champion")]
+    dead = Tracking(f"http://127.0.0.1:{free_port()}", max_retries=0, timeout_seconds=2)
+
+    class DeadAliasMove(RegistryControl):
+        def promote(self, version):  # the write goes to a registry that is down
+            dead.promote(self.model_name, version)
+
+    ctl = DeadAliasMove(control.tracking, control.model_name)
+    with pytest.raises(RuntimeError, match="moving the production alias") as e:
+        run(ctl, replica, registry, "challenger", canary_weight=0.5)
+    assert isinstance(e.value.__cause__, TrackingUnavailable)
+    assert f"the alias names {champion}" in str(e.value)
+    desired = control.desired()
+    assert (desired.production, desired.rollout) == (champion, None)
+    wait_until(
+        "champion alone after the failed switch",
+        lambda: replica.deployment("churn")["candidate"] is None,
+        60,
+    )
+    assert replica.deployment("churn")["production"] == champion
+
+
+def test_a_live_lease_of_another_rollout_is_refused_and_an_expired_one_taken_over(
+    control, replica, registry
+):
+    champion = registry.versions[("churn", "champion")]
+    other = Rollout("other", registry.versions[("churn", "third")], 0.1, "canary", 0, champion)
+    control.write(other.renewed(4_102_444_800))  # 2100-01-01: live for this test
+    with pytest.raises(RolloutBusy, match="rollout other of version"):
+        run(control, replica, registry, "challenger")
+    assert control.desired().rollout.rollout_id == "other"  # not touched by the refusal
+
+    control.write(other.renewed(946_684_800))  # 2000-01-01: long expired
+    result = run(control, replica, registry, "challenger", canary_weight=0.5)
+    assert result.decision == "promoted", result.reason
 
 
 def test_judge_refuses_without_enough_evidence_and_on_a_prediction_shift():
@@ -78,15 +173,3 @@ def test_judge_refuses_without_enough_evidence_and_on_a_prediction_shift():
     assert not ok and "100% away" in reason
     ok, _ = judge(policy, {**shifted, "mean_prediction": 0.21}, {"mean_prediction": 0.2})
     assert ok
-
-
-def test_no_alias_is_touched_by_a_rollback(client, registry):
-    tracking = Tracking(registry.tracking_uri)
-    tracking.configure()
-    from mlops_assets.specs.model import get_spec
-
-    name = get_spec("churn", registry.specs_dir).model_name
-    before = tracking.version_by_alias(name, PRODUCTION).version
-    result, _, _ = run(client, registry, "faulty", canary_weight=0.5)
-    assert result.decision == "rolled_back"
-    assert tracking.version_by_alias(name, PRODUCTION).version == before

@@ -1,5 +1,6 @@
-"""Group ``deployment``: the version that passed the gate, rolled out to the inference server
-(canary or blue-green) and promoted or rolled back automatically."""
+"""Group ``deployment``: the version that passed the gate, rolled out to every inference-server
+replica (canary or blue-green, through the registry's shared desired state) and promoted or
+rolled back automatically on figures aggregated over every replica."""
 
 from dataclasses import fields
 
@@ -14,7 +15,7 @@ from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.featurize import SPLIT
 from mlops_assets.serving.client import Replay
-from mlops_assets.serving.rollout import Policy, Result, rollout
+from mlops_assets.serving.rollout import Policy, RegistryControl, Result, rollout
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.tracking import Tracking
 from mlops_assets.training.train import records
@@ -45,7 +46,12 @@ class DeployConfig(dg.Config):
 
 
 def _rollout_metadata(
-    result: Result, candidate: str, server_url: str, tracking: Tracking, spec: ModelSpec
+    result: Result,
+    candidate: str,
+    server_url: str,
+    tracking: Tracking,
+    spec: ModelSpec,
+    analysis: str,
 ) -> dict[str, MetadataEntry]:
     """What a person reads on a rollout: the decision, why, and each version's window."""
     healthy = result.decision != "rolled_back"
@@ -57,6 +63,9 @@ def _rollout_metadata(
         "production_before": result.production_before or "none",
         "production_now": candidate if healthy else (result.production_before or "none"),
         "server_url": dg.MetadataValue.url(server_url),
+        "analysis": analysis,
+        "rollout_id": result.rollout_id or "none",
+        "replicas_not_in_sync": len(result.lagging),
         "candidate_stats": dg.MetadataValue.json(result.candidate_stats),
         "production_stats": dg.MetadataValue.json(result.production_stats),
     }
@@ -110,19 +119,23 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         candidate = str(model_evaluation["challenger_version"])
         client = serving.client()
         tracking = mlflow.tracking()
-        policy = Policy(**{f.name: getattr(config, f.name) for f in fields(Policy)})
+        policy = Policy(
+            **{f.name: getattr(config, f.name) for f in fields(Policy) if hasattr(config, f.name)},
+            lease_seconds=serving.lease_seconds,
+        )
         holdout = records(features[features[SPLIT] == "holdout"], spec)
         replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
 
         def traffic(version):
             return Replay(client, spec.name, holdout, threads=2, version=version)
 
+        analysis = serving.analysis()
         result = rollout(
-            client,
+            RegistryControl(tracking, spec.model_name),
+            analysis,
             spec.name,
             candidate,
             policy,
-            promote_alias=lambda v: tracking.promote(spec.model_name, v),
             traffic=traffic if replay else None,
             log=context.log.info,
         )
@@ -132,7 +145,7 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             {"deploy.decision": result.decision, "deploy.reason": result.reason[:4000]},
         )
         healthy = result.decision != "rolled_back"
-        meta = _rollout_metadata(result, candidate, client.url, tracking, spec)
+        meta = _rollout_metadata(result, candidate, client.url, tracking, spec, analysis.describe())
         yield dg.Output(
             {
                 "model": spec.name,

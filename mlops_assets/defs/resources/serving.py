@@ -1,10 +1,13 @@
-"""The inference server for the Dagster layer: its URL and admin token."""
+"""The inference server for the Dagster layer: its URL and admin token, and where a rollout
+reads every replica's figures (their URLs, or Prometheus)."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.serving.analysis import PrometheusStats, ReplicaStats
 from mlops_assets.serving.client import ServingClient, ServingError
 from mlops_assets.settings import Settings
 
@@ -25,6 +28,30 @@ class ServingResource(dg.ConfigurableResource):
         ),
     )
 
+    replicas: list[str] = Field(
+        default_factory=list,
+        description=(
+            "every replica's URL, or dns+http://<headless-service>:<port> (MLOPS_SERVING_"
+            "REPLICAS); empty: `url` is the only replica"
+        ),
+    )
+    prometheus_url: str = Field(
+        default="",
+        description="production: judge rollouts on Prometheus (MLOPS_PROMETHEUS_URL)",
+    )
+    prometheus_selector: str = Field(
+        default='job="mlops-inference"', description="PromQL label matchers of the replicas"
+    )
+    lease_seconds: float = Field(
+        default=60.0, description="a rollout's lease; replicas drop a canary whose lease expired"
+    )
+
+    def analysis(self) -> PrometheusStats | ReplicaStats:
+        """Prometheus if configured, else every listed replica (or the one URL)."""
+        if self.prometheus_url:
+            return PrometheusStats(self.prometheus_url, self.prometheus_selector)
+        return ReplicaStats(list(self.replicas) or [self.url], self.client().token)
+
     def client(self) -> ServingClient:
         token = self.token
         if not token and self.token_file:
@@ -40,21 +67,21 @@ class ServingResource(dg.ConfigurableResource):
 
 def build_serving_resource(settings: Settings) -> ServingResource:
     """MLOPS_SERVING_URL switches to a remote server (token from MLOPS_SERVING_TOKEN)."""
-    replay = settings.replay_holdout
+    shared: dict[str, Any] = {
+        "replay_holdout": settings.replay_holdout,
+        "replicas": list(settings.serving_replicas),
+        "prometheus_url": settings.prometheus_url,
+        "prometheus_selector": settings.prometheus_selector,
+        "lease_seconds": settings.rollout_lease_seconds,
+    }
     if settings.serving_url:
         return ServingResource(
-            url=settings.serving_url,
-            token=dg.EnvVar("MLOPS_SERVING_TOKEN"),
-            replay_holdout=replay,
+            url=settings.serving_url, token=dg.EnvVar("MLOPS_SERVING_TOKEN"), **shared
         )
     if settings.serving_token:
         return ServingResource(
-            url=settings.serving_base_url,
-            token=dg.EnvVar("MLOPS_SERVING_TOKEN"),
-            replay_holdout=replay,
+            url=settings.serving_base_url, token=dg.EnvVar("MLOPS_SERVING_TOKEN"), **shared
         )
     return ServingResource(
-        url=settings.serving_base_url,
-        token_file=str(settings.serving_token_file),
-        replay_holdout=replay,
+        url=settings.serving_base_url, token_file=str(settings.serving_token_file), **shared
     )

@@ -1,0 +1,242 @@
+"""What a rollout judges on: each version's figures aggregated over every replica. Plain
+library code, no Dagster.
+
+Two sources, one answer shape (``{version: {"requests", "errors", "error_rate", "p95_ms",
+"mean_prediction"}}``):
+
+- :class:`ReplicaStats` (embedded, tests): every replica's ``/admin/stats`` through a list of
+  URLs (``MLOPS_SERVING_REPLICAS``; a ``dns+http://name:port`` entry resolves to every address
+  of the name, e.g. a Kubernetes headless Service). Windows are merged by :func:`merge`.
+- :class:`PrometheusStats` (production): PromQL over the counters and histograms the replicas
+  export at ``/metrics`` (``mlops_requests_total``, ``mlops_request_seconds``,
+  ``mlops_prediction_value``), as Flagger and Argo Rollouts do.
+
+No decision is ever made on one replica's view: a configured replica that cannot be read, or a
+scrape target that is down, raises :class:`AnalysisError`, and the rollout does not promote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from mlops_assets.serving.client import ServingClient, ServingError
+from mlops_assets.serving.state import Deployment
+
+# The routes that answer predictions (metric labels are route templates).
+PREDICT_ROUTES = "/predict|/v2/models/{name}/infer"
+
+
+class AnalysisError(RuntimeError):
+    """Not every replica could be read: no decision may be made on a partial view."""
+
+
+def replica_urls(entries: Iterable[str]) -> list[str]:
+    """Replica URLs from configured entries; ``dns+http://host:port`` becomes one URL per
+    address ``host`` resolves to (a headless Service lists every ready pod)."""
+    out: list[str] = []
+    for entry in entries:
+        if not entry.startswith("dns+"):
+            out.append(entry.rstrip("/"))
+            continue
+        parts = urlsplit(entry.removeprefix("dns+"))
+        if not parts.hostname:
+            raise AnalysisError(f"replica entry {entry!r}: use dns+http://<name>:<port>")
+        try:
+            infos = socket.getaddrinfo(parts.hostname, parts.port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise AnalysisError(
+                f"replica entry {entry!r}: {parts.hostname!r} does not resolve ({e}); check "
+                "the headless Service's name in MLOPS_SERVING_REPLICAS"
+            ) from None
+        for address in sorted({str(info[4][0]) for info in infos}):
+            host = f"[{address}]" if ":" in address else address
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            out.append(urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/"))
+    return list(dict.fromkeys(out))
+
+
+def merge(windows: list[dict]) -> dict:
+    """One version's windows from several replicas as one: counts add up, the mean prediction
+    is weighted by requests, and p95 is the largest replica's p95 (an upper bound of the
+    pooled p95: no replica has more than 5 % of its requests above it)."""
+    n = sum(w.get("requests", 0) for w in windows)
+    errors = sum(w.get("errors", 0) for w in windows)
+    p95s = [w["p95_ms"] for w in windows if w.get("p95_ms") is not None]
+    weighted = [
+        (w["mean_prediction"], w.get("requests", 0) - w.get("errors", 0))
+        for w in windows
+        if w.get("mean_prediction") is not None
+    ]
+    weight = sum(k for _, k in weighted)
+    return {
+        "requests": n,
+        "errors": errors,
+        "error_rate": errors / n if n else 0.0,
+        "p95_ms": max(p95s) if p95s else None,
+        "mean_prediction": sum(m * k for m, k in weighted) / weight if weight else None,
+        "replicas": len(windows),
+    }
+
+
+@dataclass
+class ReplicaStats:
+    """Every replica's own window, read directly (``/admin/stats``)."""
+
+    entries: list[str]
+    token: str = ""
+    timeout: float = 10.0
+
+    def clients(self) -> list[ServingClient]:
+        urls = replica_urls(self.entries)
+        if not urls:
+            raise AnalysisError(
+                "no replicas: set MLOPS_SERVING_REPLICAS to their URLs (or "
+                "dns+http://<headless-service>:8080), or MLOPS_PROMETHEUS_URL"
+            )
+        return [ServingClient(u, self.token, self.timeout) for u in urls]
+
+    def describe(self) -> str:
+        return f"{len(self.entries)} replica entries ({', '.join(self.entries)})"
+
+    def reset(self, model: str) -> None:
+        """Empty every reachable replica's window (one that is down starts empty anyway)."""
+        for c in self.clients():
+            with contextlib.suppress(ServingError):
+                c.reset_stats(model)
+
+    def stats(self, model: str, since: float) -> dict[str, dict]:
+        per_version: dict[str, list[dict]] = {}
+        for c in self.clients():
+            try:
+                windows = c.stats(model)
+            except ServingError as e:
+                raise AnalysisError(
+                    f"replica {c.url} could not be read ({e}); no decision on the other "
+                    "replicas' view alone"
+                ) from None
+            for version, summary in windows.items():
+                per_version.setdefault(version, []).append(summary)
+        return {v: merge(ws) for v, ws in per_version.items()}
+
+    def lagging(self, model: str, wanted: Deployment) -> list[str]:
+        """Replicas not (yet) serving ``wanted``, each with what it serves or why unknown."""
+        out = []
+        for c in self.clients():
+            try:
+                state = c.deployment(model)
+            except ServingError as e:
+                out.append(f"{c.url}: unreachable ({str(e)[:200]})")
+                continue
+            if state != wanted.as_dict():
+                out.append(f"{c.url}: {state}")
+        return out
+
+
+@dataclass
+class PrometheusStats:
+    """Each version's figures over every scraped replica, from the Prometheus HTTP API."""
+
+    url: str
+    selector: str = 'job="mlops-inference"'
+    timeout: float = 10.0
+
+    def describe(self) -> str:
+        return f"Prometheus {self.url} ({{{self.selector}}})"
+
+    def reset(self, model: str) -> None:
+        """Nothing to reset: every query covers the rollout's own time range."""
+
+    def lagging(self, model: str, wanted: Deployment) -> list[str]:
+        return []  # replicas are not addressable here; the lease and the figures cover it
+
+    def query(self, promql: str, at: float) -> list[dict]:
+        """An instant query; the result vector (``[{"metric": {...}, "value": [t, "v"]}]``)."""
+        try:
+            r = httpx.get(
+                f"{self.url.rstrip('/')}/api/v1/query",
+                params={"query": promql, "time": f"{at:.3f}"},
+                timeout=self.timeout,
+            )
+            body = r.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise AnalysisError(
+                f"Prometheus {self.url} did not answer {promql!r}: {e}; check MLOPS_PROMETHEUS_URL"
+            ) from None
+        if r.status_code != 200 or body.get("status") != "success":
+            raise AnalysisError(
+                f"Prometheus {self.url} refused {promql!r}: {r.status_code} "
+                f"{body.get('errorType', '')} {body.get('error', '')}"
+            )
+        result = body["data"]["result"]
+        if body["data"].get("resultType") != "vector":
+            raise AnalysisError(f"Prometheus {self.url}: {promql!r} is not an instant vector")
+        return result
+
+    def _scalar(self, promql: str, at: float) -> float | None:
+        rows = self.query(promql, at)
+        if not rows:
+            return None
+        value = float(rows[0]["value"][1])
+        return value if math.isfinite(value) else None
+
+    def targets_up(self, at: float) -> int:
+        """How many replicas are scraped; raises if any is down or none is found."""
+        rows = self.query(f"up{{{self.selector}}}", at)
+        if not rows:
+            raise AnalysisError(
+                f"Prometheus {self.url} scrapes no replica matching {{{self.selector}}}: "
+                "check MLOPS_PROMETHEUS_SELECTOR and the scrape config"
+            )
+        down = [r["metric"].get("instance", "?") for r in rows if float(r["value"][1]) < 1]
+        if down:
+            raise AnalysisError(
+                f"replicas {', '.join(sorted(down))} are down in Prometheus {self.url}; no "
+                "decision on the other replicas' view alone"
+            )
+        return len(rows)
+
+    def stats(self, model: str, since: float, now: float | None = None) -> dict[str, dict]:
+        at = time.time() if now is None else now
+        replicas = self.targets_up(at)
+        window = f"{max(1, math.ceil(at - since))}s"
+        sel = f'{self.selector},model="{model}"'
+        req = f'{sel},route=~"{PREDICT_ROUTES}"'
+        counts = self.query(
+            f"sum by (version, code) (increase(mlops_requests_total{{{req}}}[{window}]))", at
+        )
+        out: dict[str, dict] = {}
+        for row in counts:
+            version = row["metric"].get("version", "")
+            if not version:
+                continue
+            s = out.setdefault(version, {"requests": 0.0, "errors": 0.0})
+            n = float(row["value"][1])
+            s["requests"] += n
+            if row["metric"].get("code", "").startswith("5"):
+                s["errors"] += n
+        for version, s in out.items():
+            v = f'{sel},version="{version}"'
+            s["requests"] = round(s["requests"])
+            s["errors"] = round(s["errors"])
+            s["error_rate"] = s["errors"] / s["requests"] if s["requests"] else 0.0
+            p95 = self._scalar(
+                "histogram_quantile(0.95, sum by (le) (increase("
+                f'mlops_request_seconds_bucket{{{v},route=~"{PREDICT_ROUTES}"}}[{window}])))',
+                at,
+            )
+            s["p95_ms"] = None if p95 is None else p95 * 1000
+            s["mean_prediction"] = self._scalar(
+                f"sum(increase(mlops_prediction_value_sum{{{v}}}[{window}])) / "
+                f"sum(increase(mlops_prediction_value_count{{{v}}}[{window}]))",
+                at,
+            )
+            s["replicas"] = replicas
+        return out
