@@ -1,5 +1,8 @@
 """Benchmark the inference server against MLServer and ``mlflow models serve`` on the same
-model, in the same run, with ``wrk`` as the load generator (a separate process).
+model, in the same run, with ``wrk`` as the load generator (a separate process), and against a
+floor: the model's ONNX graph in ONNX Runtime behind a minimal handler (benchmarks/floor.py).
+Each peer runs at its best documented setting: every setting listed below is tried at c=8 and
+the fastest is measured in full.
 
     scripts/bench.sh            # installs wrk and the peers, then runs this
 
@@ -370,6 +373,19 @@ def _mlflow(
     )
 
 
+def _floor(bin_dir: Path, env: dict, bodies: tuple[bytes, bytes], work: Path, onnx: Path):
+    port = _free_port()
+    return Target(
+        "floor",
+        [str(bin_dir / "python"), "-m", "benchmarks.floor", str(onnx), str(port)],
+        env,
+        f"http://127.0.0.1:{port}/",
+        f"http://127.0.0.1:{port}/",
+        *bodies,
+        work / "floor.log",
+    )
+
+
 def _measure(target: Target, scenarios, seconds: int, work: Path) -> dict:
     """Start ``target``, run each scenario with wrk, record RSS, stop it."""
     try:
@@ -443,6 +459,20 @@ def main(argv: list[str] | None = None) -> int:
             for w in (1, 2)
         ],
     }
+    from mlops_assets.training.onnx_export import convert
+
+    conversion = convert(pipeline, spec)
+    if conversion.data is not None:
+        onnx_file = work / "floor.onnx"
+        onnx_file.write_bytes(conversion.data)
+        makers["floor"] = [
+            (
+                "ONNX Runtime, minimal handler",
+                lambda: _floor(bin_dir, base_env, bodies["ours"], work, onnx_file),
+            )
+        ]
+    else:
+        print(f"bench: no floor: the model does not convert to ONNX ({conversion.reason})")
     if args.only:
         makers = {k: v for k, v in makers.items() if k in args.only}
 
@@ -501,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     ours = results.get("mlops-assets", {})
     print()
-    for peer in ("MLServer", "mlflow models serve", "floor"):
+    for peer in ("MLServer", "mlflow models serve", "floor"):  # floor: our distance to it
         other = results.get(peer, {})
         if "1 row, c=8" in ours and "1 row, c=8" in other:
             a, b = ours["1 row, c=8"], other["1 row, c=8"]
