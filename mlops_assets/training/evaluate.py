@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from mlops_assets.specs import EvaluationSpec, ModelSpec
-from mlops_assets.training import gate
+from mlops_assets.training import gate, onnx_export
 from mlops_assets.training.tracking import (
     CHALLENGER,
     PRODUCTION,
@@ -30,6 +30,7 @@ class Evaluation:
     challenger_scores: dict[str, float]
     champion_scores: dict[str, float] | None
     aliases_moved: list[str] = field(default_factory=list)
+    parity: onnx_export.Parity | None = None  # the ONNX graph against the skops model
 
     @property
     def verdict(self) -> str:
@@ -64,7 +65,11 @@ def evaluate(
     decision on the version; give a passing one ``challenger`` (and ``production`` if there
     is none yet, and no other gate took it since we looked)."""
     name, metric = spec.model_name, thresholds.metric
-    challenger = registered_scores(tracking, spec, version, x, y)
+    model = tracking.load_model(name, version)
+    challenger = score(model, x, y, spec)
+    # Compiled inference may serve only what answered the whole holdout like the skops model;
+    # the outcome is recorded, and never decides the gate.
+    parity = onnx_export.verify(tracking, spec, version, model, x)
     champion = tracking.version_by_alias(name, PRODUCTION)
     champion_scores = None
     if champion is not None:
@@ -80,7 +85,12 @@ def evaluate(
         thresholds.tolerance,
     )
     result = Evaluation(
-        version, champion.version if champion else None, decision, challenger, champion_scores
+        version,
+        champion.version if champion else None,
+        decision,
+        challenger,
+        champion_scores,
+        parity=parity,
     )
     tracking.tag_version(
         name,
@@ -90,6 +100,7 @@ def evaluate(
             "gate.reason": decision.reason,
             f"gate.{metric}": str(challenger[metric]),
             "gate.champion_version": result.champion_version or "none",
+            **parity.tags(),
         },
     )
     if not decision.promote:

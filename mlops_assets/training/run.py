@@ -10,7 +10,7 @@ import pandas as pd
 
 from mlops_assets.featurize import REVISION as FEATURES_REVISION
 from mlops_assets.specs import Hyperparameters, ModelSpec
-from mlops_assets.training import lineage
+from mlops_assets.training import lineage, onnx_export
 from mlops_assets.training.tracking import MODEL_ARTIFACT, Tracking, log_model, model_bytes
 from mlops_assets.training.train import Trained, fit, inputs
 
@@ -88,7 +88,9 @@ def train_and_log(
     params: Hyperparameters,
     tags: dict[str, str],
 ) -> Logged:
-    """Fit, then log params, metrics, lineage tags and the skops model to the ACTIVE run."""
+    """Fit, then log params, metrics, lineage tags and the skops model to the ACTIVE run, with
+    the model's ONNX graph beside it when it converts (tagged either way; the gate checks its
+    parity before it may serve)."""
     import mlflow
 
     run = mlflow.active_run()
@@ -97,7 +99,13 @@ def train_and_log(
     trained = fit(features, spec, params)
     blob, trusted = model_bytes(trained.pipeline)
     digest = lineage.model_digest(blob)
-    all_tags = {**tags, "mlops.model_digest": digest, **threshold_tags(trained)}
+    conversion = onnx_export.convert(trained.pipeline, spec)
+    all_tags = {
+        **tags,
+        "mlops.model_digest": digest,
+        **threshold_tags(trained),
+        **conversion.tags(),
+    }
     example = inputs(features.head(EXAMPLE_ROWS), spec)
     # what the logged model's pyfunc predict() returns: labels for a classifier
     answers = trained.pipeline.predict(example)
@@ -109,7 +117,10 @@ def train_and_log(
             mlflow.log_param("decision_threshold", trained.threshold)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in trained.metrics.items()})
         mlflow.set_tags(all_tags)
-        return log_model(trained.pipeline, example, answers, trusted)
+        info = log_model(trained.pipeline, example, answers, trusted)
+        if conversion.data is not None:
+            onnx_export.log_onnx(tracking, info.model_id, conversion.data)
+        return info
 
     info = tracking.call(f"log run {run.info.run_id}", log)
     return Logged(

@@ -14,6 +14,7 @@ from mlops_assets.defs.metadata import MetadataEntry
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.specs.model import validation_problems
+from mlops_assets.training import onnx_export
 from mlops_assets.training.evaluate import Evaluation, evaluate
 from mlops_assets.training.run import Logged, code_version, lineage_tags, train_and_log
 from mlops_assets.training.tracking import (
@@ -109,6 +110,11 @@ def _trained_outputs(
     if logged.trained.threshold is not None:
         meta["decision_threshold"] = dg.MetadataValue.float(logged.trained.threshold)
         meta["threshold_rule"] = logged.trained.threshold_rule
+    value["onnx_conversion"] = meta["onnx_conversion"] = logged.tags.get(
+        onnx_export.TAG_CONVERSION, "not attempted"
+    )
+    if onnx_export.TAG_CONVERSION_REASON in logged.tags:
+        meta["onnx_conversion_reason"] = logged.tags[onnx_export.TAG_CONVERSION_REASON]
     _url(meta, "mlflow_run_url", tracking.run_url(logged.experiment_id, logged.run_id))
     _url(meta, "model_version_url", tracking.version_url(name, version))
     return value, meta
@@ -155,6 +161,12 @@ def _evaluation_outputs(
         meta["challenger_threshold"] = float(trained_model["decision_threshold"])
     if ev.champion_scores:
         meta[f"champion_{metric}"] = float(ev.champion_scores[metric])
+    if ev.parity is not None:  # compiled inference: what serves this version, and why
+        value["onnx_parity"] = meta["onnx_parity"] = ev.parity.status
+        value["serving_runtime"] = meta["serving_runtime"] = ev.parity.runtime
+        meta["onnx_parity_reason"] = ev.parity.reason
+        if ev.parity.max_abs_diff is not None:
+            meta["onnx_max_abs_diff"] = dg.MetadataValue.float(ev.parity.max_abs_diff)
     _url(meta, "challenger_url", tracking.version_url(name, version))
     if champion:
         _url(meta, "champion_url", tracking.version_url(name, champion))
@@ -249,7 +261,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         group_name="training",
         kinds={"mlflow", "scikit-learn"},
         io_manager_key="json_io_manager",
-        code_version="evaluation-1",
+        code_version="evaluation-2",  # 2: the ONNX parity check
         # One gate at a time per model: two concurrent evaluations could otherwise both see
         # "no champion" and both take production (limit set in dagster.yaml).
         pool=f"mlops_gate_{spec.name}",
