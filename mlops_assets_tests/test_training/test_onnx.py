@@ -260,3 +260,32 @@ def test_a_graph_with_operators_outside_standard_onnx_is_refused():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     with pytest.raises(onnx_export.ConversionError, match=r"com\.example\.anything"):
         onnx_export.OnnxPredictor(model.SerializeToString(), "a tampered graph")
+
+
+def test_the_training_assets_show_the_conversion_and_the_parity_in_the_ui(embedded_env):
+    from mlops_assets.defs.keys import (
+        dataset_key,
+        features_key,
+        model_evaluation_key,
+        trained_model_key,
+    )
+
+    env = embedded_env
+    spec = env.spec("churn")
+    env.seed(spec)
+    training = [trained_model_key("churn"), model_evaluation_key("churn")]
+    result = env.run([dataset_key("churn"), features_key("churn"), *training])
+    assert result.success
+
+    def meta(key) -> dict:
+        mat = env.instance.get_latest_materialization_event(key).asset_materialization
+        return {k: v.value for k, v in mat.metadata.items()}
+
+    trained, evaluation = meta(training[0]), meta(training[1])
+    assert trained["onnx_conversion"] == "converted"
+    assert evaluation["onnx_parity"] == "passed", evaluation["onnx_parity_reason"]
+    assert evaluation["serving_runtime"] == "onnxruntime"
+    assert evaluation["onnx_max_abs_diff"] == 0.0
+    version = str(trained["model_version"])
+    predictor, runtime = load_for_serving(env.tracking(), spec.model_name, version)
+    assert runtime == "onnxruntime" and predictor.threshold == trained["decision_threshold"]
