@@ -38,8 +38,13 @@ def send_traffic(
     drift: str = "none",
     seed: int = 1,
     timeout: float = 30.0,
+    synthetic: str | None = None,
 ) -> TrafficResult:
     """POST ``rows`` simulated rows of ``day`` to ``url``/predict, ``batch`` rows a request.
+
+    By default the rows play the part of real clients (the demo's production traffic, which
+    monitoring must see). ``synthetic`` ("replay", "smoke", "bench") marks them with the
+    ``X-Mlops-Synthetic`` header instead: logged as such, never in a monitoring window.
 
     Returns what was answered (per model version) and the delayed labels to commit later.
     """
@@ -51,7 +56,8 @@ def send_traffic(
     bodies = records(frame, spec)
     truth = frame[spec.target].tolist()
     out = TrafficResult()
-    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout) as client:
+    headers = {"X-Mlops-Synthetic": synthetic} if synthetic else {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:
         for start in range(0, len(bodies), batch):
             chunk = bodies[start : start + batch]
             try:

@@ -1,5 +1,7 @@
 """What the serving version answered, read back from the committed prediction log: the
 window drift is computed on, and the window live performance scores (joined to the labels).
+Only real traffic: rows logged as synthetic (holdout replay, smoke tests, benchmarks, sent
+with the ``X-Mlops-Synthetic`` header) never enter a window.
 
 Plain library code: no Dagster import.
 """
@@ -20,8 +22,8 @@ from mlops_assets.store import NotFound, VersionedStore
 def served_rows(
     store: VersionedStore, spec: ModelSpec, version: str, ref: str | None = None
 ) -> Iterator[dict]:
-    """Rows the serving version answered, newest first, from the committed log at ``ref``
-    (default: main's head; nothing if the log has no commit yet)."""
+    """Rows the serving version answered to real clients, newest first, from the committed log
+    at ``ref`` (default: main's head; nothing if the log has no commit yet)."""
     if ref is None:
         try:
             ref = store.get_commit("main").id
@@ -30,7 +32,7 @@ def served_rows(
     paths = sorted(store.list(ref, f"{PREFIX}{spec.name}/"))
     for path in reversed(paths):  # newest segments first
         for r in reversed(read_rows(store.get(ref, path))):
-            if r["model_version"] == version:
+            if r["model_version"] == version and not r.get("synthetic"):
                 yield r
 
 

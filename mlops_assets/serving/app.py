@@ -13,9 +13,16 @@ Routes
   /admin/monitoring/{name}`` (drift share, live score change and the serving version's
   registration time, pushed by the monitoring assets and exported as gauges for alerting).
 
-Bad input is a 4xx that names the field (never a 500); a 500 means the model itself failed.
-Concurrent requests for one version are answered by one ``predict`` call (micro-batching): the
-fixed cost of a scikit-learn pipeline call is paid once per batch, not once per request.
+Bad input is a 4xx that names the field (never a 500), and the spec's rules for each column
+are enforced per its ``serving.input_rules`` (``serving/schema.py``); a 500 means the model
+itself failed, for the request that brought the failure only. Concurrent requests for one
+version are answered by one ``predict`` call (micro-batching): the fixed cost of a
+scikit-learn pipeline call is paid once per batch, not once per request.
+
+A request is answered once its rows are durable in the prediction log (``serving/predlog.py``,
+group commit). ``X-Mlops-Synthetic: replay|smoke|bench|test`` marks traffic that is not a real
+client's: logged as such, left out of monitoring. ``X-Model-Version`` pins a deployed version
+and needs the admin token.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 import orjson
 
 from mlops_assets.serving.metrics import Metrics
-from mlops_assets.serving.predlog import PredictionLog
+from mlops_assets.serving.predlog import LogError, PredictionLog
 from mlops_assets.serving.reconcile import reconciled
 from mlops_assets.serving.schema import InputError, InputSchema
 from mlops_assets.serving.state import Deployment, Window
@@ -43,6 +50,10 @@ from mlops_assets.training.train import decision_threshold
 log = logging.getLogger("mlops.serving")
 
 JSON = [(b"content-type", b"application/json")]
+# Traffic that is not a real client's (holdout replay, smoke tests, benchmarks) says so in this
+# header: its rows are logged with ``synthetic`` set, and monitoring leaves them out.
+SYNTHETIC_HEADER = b"x-mlops-synthetic"
+SYNTHETIC_KINDS = ("replay", "smoke", "bench", "test")
 
 
 def no_production_message(name: str) -> str:
@@ -72,6 +83,13 @@ class Served:
     windows: dict[str, Window] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     deployed_order: list[str] = field(default_factory=list)  # versions, most recent last
+    load_error: str | None = None  # why the registry's production version is not served
+
+    def not_ready(self) -> str | None:
+        """Why this model cannot answer, or None when it can."""
+        if self.deployment.production is not None:
+            return None
+        return self.load_error or no_production_message(self.spec.name)
 
     def window(self, version: str) -> Window:
         if version not in self.windows:
@@ -90,12 +108,14 @@ class Batcher:
     for it are queued still answers them.
     """
 
-    def __init__(self, served: Served, version: str, pipeline):
+    def __init__(self, served: Served, version: str, pipeline, metrics: Metrics | None = None):
         self.served, self.version, self.pipeline = served, version, pipeline
+        self.metrics = metrics
         # A classifier's label is decided at the threshold chosen when it was trained.
         self.threshold = decision_threshold(pipeline)
         self.pending: list[tuple[dict, int, asyncio.Future]] = []
         self.scheduled = False
+        self.retried = 0  # batches that failed and were answered request by request
 
     def submit(self, columns: dict, n: int) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -122,10 +142,18 @@ class Batcher:
         pending, self.pending, self.scheduled = self.pending, [], False
         try:
             labels, proba = self._predict(pending)
-        except Exception as e:  # the model failed: every request in the batch gets it
-            for _, _, fut in pending:
-                if not fut.done():
-                    fut.set_exception(e)
+        except Exception as e:
+            if len(pending) == 1:
+                if not pending[0][2].done():
+                    pending[0][2].set_exception(e)
+                return
+            # One request may have brought what the model cannot take (a number the trees
+            # cast to inf in float32): answer each alone, so only the culprit fails.
+            self.retried += 1
+            if self.metrics is not None:
+                self.metrics.batch_retried(self.served.spec.name, self.version)
+            for item in pending:
+                self._run_one(item)
             return
         start = 0
         for _, n, fut in pending:
@@ -133,6 +161,17 @@ class Batcher:
             if not fut.done():
                 fut.set_result((labels[start:end], None if proba is None else proba[start:end]))
             start = end
+
+    def _run_one(self, item: tuple[dict, int, asyncio.Future]) -> None:
+        fut = item[2]
+        try:
+            result = self._predict([item])
+        except Exception as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if not fut.done():
+            fut.set_result(result)
 
 
 class InferenceServer:
@@ -153,6 +192,8 @@ class InferenceServer:
         self.token = token
         self.log = prediction_log
         self.metrics = Metrics()
+        if prediction_log is not None:
+            self.metrics.log_counters = prediction_log.counters
         self.max_batch_rows = max_batch_rows
         self.max_body_bytes = max_body_bytes
         self.poll_seconds = poll_seconds
@@ -192,10 +233,30 @@ class InferenceServer:
                 "sync_production needs a model registry: create the app with resolve_production"
             )
         for served in self.models.values():
-            desired = await asyncio.to_thread(resolve, served.spec)
-            wanted = reconciled(desired, time.time())
-            if wanted.production and wanted != served.deployment:
-                await self.deploy(served.spec.name, wanted)
+            version = None
+            try:  # each model on its own: one that cannot load never holds back the others
+                desired = await asyncio.to_thread(resolve, served.spec)
+                wanted = reconciled(desired, time.time())
+                version = wanted.production
+                if version and wanted != served.deployment:
+                    await self.deploy(served.spec.name, wanted)
+                served.load_error = None
+            except Exception as e:
+                self._load_failed(served, version, e)
+
+    def _load_failed(self, served: Served, version: str | None, e: Exception) -> None:
+        name = served.spec.name
+        what = f"version {version} of " if version else ""
+        served.load_error = (
+            f"could not load {what}{name!r} from the registry: {type(e).__name__}: {e}; "
+            + (
+                f"still serving version {served.deployment.production}"
+                if served.deployment.production
+                else "nothing is served for it; fix or re-register the version"
+            )
+        )
+        self.metrics.load_failed(name)
+        log.warning("model %s: %s", name, served.load_error)
 
     async def deploy(self, name: str, deployment: Deployment) -> Deployment:
         """Load every version the new state needs, then switch in one assignment."""
@@ -242,7 +303,7 @@ class InferenceServer:
             payload = {"error": e.message}
             if e.field:
                 payload["field"] = e.field
-            body = orjson.dumps(payload)
+            body = _error_body(payload)
         except Exception as e:  # a bug or a failing model: 500, counted, logged
             log.exception("request %s %s failed", method, path)
             status = 500
@@ -288,23 +349,29 @@ class InferenceServer:
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
-        raw = b"".join(chunks)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-        try:  # NaN/Infinity literals: parse them, so validation can name the field
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise HTTPError(400, f"body is not valid JSON: {e}", "bad_json") from None
+        return parse_body(b"".join(chunks))
 
-    def _authorized(self, scope) -> None:
+    def _authorized(self, scope, what: str = "admin routes") -> None:
+        """The admin token, as ``Authorization: Bearer <token>`` (a bare token is refused:
+        it is what a misconfigured proxy or client sends, and it would be logged as such)."""
         for k, v in scope["headers"]:
             if k == b"authorization":
-                given = v.removeprefix(b"Bearer ").strip()
-                if self.token and hmac.compare_digest(given, self.token.encode()):
+                scheme, _, given = v.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    raise HTTPError(
+                        401,
+                        f"{what} need 'Authorization: Bearer <token>'; the header has no "
+                        "'Bearer ' scheme",
+                        "unauthorized",
+                    )
+                if self.token and hmac.compare_digest(given.strip(), self.token.encode()):
                     return
-        raise HTTPError(401, "admin routes need 'Authorization: Bearer <token>'", "unauthorized")
+                raise HTTPError(  # 401, not 403: the token is invalid (RFC 6750)
+                    401,
+                    f"{what}: the server refused the admin token; send its MLOPS_SERVING_TOKEN",
+                    "unauthorized",
+                )
+        raise HTTPError(401, f"{what} need 'Authorization: Bearer <token>'", "unauthorized")
 
     def _served(self, name: str) -> Served:
         if name not in self.models:
@@ -324,14 +391,43 @@ class InferenceServer:
             return await self._admin(scope, receive, method, parts)
         raise HTTPError(404, f"no route {method} {path}", "no_route")
 
-    async def _answer(self, scope, served: Served, columns: dict, n: int):
+    def _row_limit(self, n: int) -> None:
+        """Checked on the parsed body before any validation work."""
         if n > self.max_batch_rows:
             raise HTTPError(
                 413, f"{n} rows: at most {self.max_batch_rows} per request", "too_many_rows"
             )
+
+    def _validated(self, served: Served, build: Callable[[], dict]) -> tuple[dict, int]:
+        """Typed columns and their row count, with the spec's rules applied per its policy."""
+        try:
+            columns = build()
+            flags = served.schema.check(columns)
+        except InputError as e:
+            raise HTTPError(e.status, str(e), "bad_input", e.field) from None
+        for (f, rule), rows in flags.items():
+            self.metrics.flagged(served.spec.name, f, rule, rows)
+        return columns, len(columns[served.schema.features[0]])
+
+    async def _answer(self, scope, served: Served, columns: dict, n: int):
+        self._row_limit(n)
         version = served.deployment.pick()
+        synthetic: str | None = None
         for k, v in scope["headers"]:
-            if k == b"x-model-version":  # pin a loaded version (blue-green smoke tests)
+            if k == SYNTHETIC_HEADER:  # replay, smoke, bench: logged as such, never monitored
+                synthetic = v.decode("latin-1").strip().lower()
+                if synthetic not in SYNTHETIC_KINDS:
+                    raise HTTPError(
+                        422,
+                        f"X-Mlops-Synthetic must be one of {', '.join(SYNTHETIC_KINDS)}, got "
+                        f"{synthetic[:40]!r}",
+                        "bad_input",
+                        "X-Mlops-Synthetic",
+                    )
+            elif k == b"x-model-version":  # pin a loaded version (blue-green smoke tests)
+                # Pinning reaches a version that is not released (a standby, a candidate at
+                # weight 0): only the operator's tooling may do that.
+                self._authorized(scope, "pinning a version with X-Model-Version")
                 pinned = v.decode("latin-1")
                 if pinned not in served.deployment.versions():
                     raise HTTPError(
@@ -339,9 +435,11 @@ class InferenceServer:
                     )
                 version = pinned
         if version is None:
-            raise HTTPError(503, no_production_message(served.spec.name), "not_ready")
+            raise HTTPError(503, served.not_ready() or "not ready", "not_ready")
         if version not in served.batchers:  # no await since the pick: the version is loaded
-            served.batchers[version] = Batcher(served, version, served.pipelines[version])
+            served.batchers[version] = Batcher(
+                served, version, served.pipelines[version], self.metrics
+            )
         batcher = served.batchers[version]
         if self.log is not None and not self.log.alive:
             raise HTTPError(503, "the prediction log is not running; see the server log", "log")
@@ -365,8 +463,16 @@ class InferenceServer:
         if proba is not None:
             outputs["probability"] = proba.tolist()
         request_id = uuid.uuid4().hex
-        if self.log is not None:
-            self.log.append(served.spec.name, version, request_id, columns, outputs)
+        if self.log is not None:  # answered only once its rows are durable (group commit)
+            try:
+                await self.log.write(
+                    served.spec.name, version, request_id, columns, outputs, synthetic
+                )
+            except LogError as e:
+                log.error("%s", e)
+                raise HTTPError(
+                    503, f"{e}; the answer was not recorded, so it is not given: retry", "log"
+                ) from None
         return version, request_id, outputs
 
     async def _predict(self, scope, receive):
@@ -383,11 +489,9 @@ class InferenceServer:
                 raise HTTPError(422, "say which 'model'", "bad_input", "model")
             name = next(iter(self.models))
         served = self._served(name)
-        try:
-            columns = served.schema.columns_from_records(body.get("records"))
-        except InputError as e:
-            raise HTTPError(e.status, str(e), "bad_input", e.field) from None
-        n = len(columns[served.schema.features[0]])
+        records = body.get("records")
+        self._row_limit(served.schema.count_records(records))
+        columns, n = self._validated(served, lambda: served.schema.columns_from_records(records))
         version, request_id, outputs = await self._answer(scope, served, columns, n)
         payload = {
             "model": name,
@@ -411,8 +515,12 @@ class InferenceServer:
         if method == "GET" and parts == ["v2", "health", "live"]:
             return "/v2/health/live", 200, b'{"live": true}', "", ""
         if method == "GET" and parts == ["v2", "health", "ready"]:
-            ready = all(s.deployment.production for s in self.models.values())
-            body = json.dumps({"ready": ready}).encode()
+            # Ready when some model answers: a model that cannot load is reported (and its
+            # own /ready is 503), but it never takes the others out of the load balancer.
+            reasons = {name: s.not_ready() for name, s in self.models.items()}
+            not_ready = {name: r for name, r in reasons.items() if r is not None}
+            ready = len(not_ready) < len(self.models)
+            body = orjson.dumps({"ready": ready, "not_ready": not_ready})
             return "/v2/health/ready", 200 if ready else 503, body, "", ""
         if len(parts) >= 3 and parts[1] == "models":
             served = self._served(parts[2])
@@ -438,8 +546,12 @@ class InferenceServer:
                     }
                 return "/v2/models/{name}", 200, json.dumps(meta).encode(), name, ""
             if method == "GET" and rest == ["ready"]:
-                ready = served.deployment.production is not None
-                body = json.dumps({"name": name, "ready": ready}).encode()
+                reason = served.not_ready()
+                ready = reason is None
+                answer = {"name": name, "ready": ready}
+                if reason is not None:
+                    answer["reason"] = reason
+                body = orjson.dumps(answer)
                 return "/v2/models/{name}/ready", 200 if ready else 503, body, name, ""
             if method == "POST" and rest == ["infer"]:
                 body = await self._read(scope, receive)
@@ -447,11 +559,12 @@ class InferenceServer:
                     raise HTTPError(422, "body must be an object with 'inputs'", "bad_input")
                 if "id" in body and not isinstance(body["id"], str):
                     raise HTTPError(422, "'id' must be a string", "bad_input", "id")
-                try:
-                    columns = served.schema.columns_from_v2(body.get("inputs"))
-                except InputError as e:
-                    raise HTTPError(e.status, str(e), "bad_input", e.field) from None
-                n = len(columns[served.schema.features[0]])
+                inputs = body.get("inputs")
+                if isinstance(inputs, list):
+                    for t in inputs:
+                        if isinstance(t, dict) and isinstance(t.get("data"), list):
+                            self._row_limit(len(t["data"]))
+                columns, n = self._validated(served, lambda: served.schema.columns_from_v2(inputs))
                 version, request_id, outputs = await self._answer(scope, served, columns, n)
                 tensors = [
                     {
@@ -525,6 +638,75 @@ class InferenceServer:
             served.windows.clear()
             return "/admin/stats", 200, b"{}", "", ""
         raise HTTPError(404, f"no admin route {method} /{'/'.join(parts)}", "no_route")
+
+
+MAX_DEPTH = 64  # deeper than any request needs; orjson itself stops at 1,024
+
+
+def parse_body(raw: bytes) -> object:
+    """The JSON body, or a 400 that says what is wrong with it: never a RecursionError, and
+    never a string the log cannot write (a lone surrogate)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        text = str(e)
+        if "depth limit" in text:
+            raise HTTPError(400, f"body is nested too deep: {text}", "bad_json") from None
+        if "surrogate" in text:
+            raise HTTPError(
+                400,
+                f"body has a lone UTF-16 surrogate escape: {text}; send valid Unicode",
+                "bad_json",
+            ) from None
+        try:  # NaN/Infinity literals and 1e999: parse them, so validation can name the field
+            body = json.loads(raw)
+        except RecursionError:
+            raise HTTPError(400, "body is not valid JSON: nested too deep", "bad_json") from None
+        except (ValueError, UnicodeDecodeError) as e2:
+            raise HTTPError(400, f"body is not valid JSON: {e2}", "bad_json") from None
+        _check_shape(body)  # orjson refuses both itself; the rare fallback path is walked
+    return body
+
+
+def _check_shape(body: object) -> None:
+    """No nesting beyond MAX_DEPTH and no string that is not valid Unicode, checked without
+    recursion: what orjson refuses by itself, for a body only the json module parsed."""
+    stack = [(body, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items = list(value.items())
+            for k, _ in items:
+                _valid_text(k)
+            children: list = [v for _, v in items]
+        elif isinstance(value, list):
+            children = value
+        else:
+            if isinstance(value, str):
+                _valid_text(value)
+            continue
+        if children and depth + 1 > MAX_DEPTH:
+            raise HTTPError(400, f"body is nested more than {MAX_DEPTH} levels deep", "bad_json")
+        stack.extend((c, depth + 1) for c in children)
+
+
+def _valid_text(text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPError(
+            400, "body has a lone UTF-16 surrogate in a string; send valid Unicode", "bad_json"
+        ) from None
+
+
+def _error_body(payload: dict) -> bytes:
+    """An error answer that always encodes (a message may quote what the client sent)."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, ensure_ascii=True).encode()
 
 
 ADMIN = ("deployments", "stats", "monitoring")

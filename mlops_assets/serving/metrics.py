@@ -1,15 +1,19 @@
 """Prometheus metrics in text exposition format, without a dependency: counters and
-histograms keyed by label tuples. Single-threaded use from the event loop."""
+histograms keyed by label tuples. Single-threaded use from the event loop; the prediction
+log's counters are kept by its own threads and read when /metrics is rendered."""
 
 from __future__ import annotations
 
 import bisect
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+# help, type (counter or gauge), label names, label values -> value
+LogCounter = tuple[str, str, tuple[str, ...], dict[tuple, float]]
 PREDICTION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10, 100, 1000)
 
 
@@ -42,6 +46,11 @@ class Metrics:
         self.rows: dict[tuple, int] = defaultdict(int)  # (model, version)
         # What Dagster's monitoring found, pushed by its assets: model -> figures
         self.monitoring: dict[str, dict] = {}
+        self.violations: dict[tuple, int] = defaultdict(int)  # (model, field, rule): flagged
+        self.batch_retries: dict[tuple, int] = defaultdict(int)  # (model, version)
+        self.load_failures: dict[str, int] = defaultdict(int)  # model
+        # The prediction log's counters: (metric name, labels dict) -> value, read at render
+        self.log_counters: Callable[[], dict[str, LogCounter]] | None = None
 
     def request(self, route, model, version, code, seconds) -> None:
         self.requests[(route, model, version, str(code))] += 1
@@ -49,6 +58,15 @@ class Metrics:
 
     def error(self, route: str, kind: str) -> None:
         self.errors[(route, kind)] += 1
+
+    def flagged(self, model: str, field: str, rule: str, rows: int) -> None:
+        self.violations[(model, field, rule)] += rows
+
+    def batch_retried(self, model: str, version: str) -> None:
+        self.batch_retries[(model, version)] += 1
+
+    def load_failed(self, model: str) -> None:
+        self.load_failures[model] += 1
 
     def predicted(self, model: str, version: str, values: np.ndarray) -> None:
         self.rows[(model, version)] += len(values)
@@ -83,6 +101,31 @@ class Metrics:
         ]
         for k, v in sorted(self.rows.items()):
             out.append(f"mlops_rows_predicted_total{{{labels(('model', 'version'), k)}}} {v}")
+        out += self._counter(
+            "mlops_input_rule_violations_total",
+            "Rows served although they broke a rule of the spec (serving.input_rules: flag), "
+            "by model, field and rule (null, finite, float32, range, allowed).",
+            self.violations,
+            ("model", "field", "rule"),
+            labels,
+        )
+        out += self._counter(
+            "mlops_batch_retries_total",
+            "Micro-batches whose predict call failed and were answered request by request.",
+            self.batch_retries,
+            ("model", "version"),
+            labels,
+        )
+        out += self._counter(
+            "mlops_model_load_failures_total",
+            "Times a model's registry version could not be loaded (startup or poll).",
+            {(m,): v for m, v in self.load_failures.items()},
+            ("model",),
+            labels,
+        )
+        if self.log_counters is not None:
+            for name, (help_, kind, names, values) in self.log_counters().items():
+                out += self._counter(name, help_, values, names, labels, kind)
         out += self._histogram(
             "mlops_request_seconds",
             "Request latency in seconds.",
@@ -123,6 +166,13 @@ class Metrics:
                 out.append(
                     f"{name}{{{labels(('model', 'version'), (model, f['version']))}}} {value}"
                 )
+        return out
+
+    @staticmethod
+    def _counter(name, help_, values: dict, names, labels, kind: str = "counter") -> list[str]:
+        out = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+        for k, v in sorted(values.items()):
+            out.append(f"{name}{{{labels(names, k)}}} {v}" if names else f"{name} {v}")
         return out
 
     @staticmethod

@@ -1,14 +1,27 @@
 """Request validation against a model's input schema (the spec's features, which are also the
-logged model signature's inputs): a bad request names the field and the row."""
+logged model signature's inputs): a bad request names the field and the row.
+
+Two layers. The model's contract (every feature, nothing else, a number or a string as the
+feature's type) is always enforced. The spec's rules for each feature's column (min/max,
+allowed values, nullability, and a finite number within float32 range, which the trees cast
+to) follow the spec's ``serving.input_rules``: ``reject`` (default) answers 422 naming field
+and row, ``flag`` serves the row and counts what it broke (``Flags``)."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.specs import ModelSpec
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# (field, rule) -> rows that broke it; rule is one of null, finite, float32, range, allowed
+Flags = Counter
 
 
 class InputError(ValueError):
@@ -20,36 +33,71 @@ class InputError(ValueError):
         self.field = field
 
 
+def show(v: object) -> str:
+    """A value for an error message: short, and never a recursive repr of a nested body."""
+    if isinstance(v, list | dict):
+        return f"a {type(v).__name__} of {len(v)}"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 class InputSchema:
-    """What one row must look like: every feature, nothing else, each of the right type."""
+    """What one row must look like: every feature, nothing else, each of the right type, and
+    (per the spec's serving policy) within the rules of its dataset column."""
 
     def __init__(self, spec: ModelSpec):
         cols = spec.dataset.columns
+        self.model = spec.name
         self.features = list(spec.features)
         self.numeric = set(spec.numeric_features)
         self.nullable = {f for f in self.features if cols[f].nullable}
         self.wanted = set(self.features)
+        self.columns = {f: cols[f] for f in self.features}
+        self.allowed_numbers = {
+            f: {float(a) for a in cs.allowed if not isinstance(a, str)}
+            for f, cs in self.columns.items()
+            if cs.allowed is not None
+        }
+        self.allowed_text = {
+            f: {str(a) for a in cs.allowed} for f, cs in self.columns.items() if cs.allowed
+        }
+        self.flag = spec.serving.input_rules == "flag"
+        self.hint = (
+            f"fix the value, or set `serving: {{input_rules: flag}}` in the {spec.name!r} spec "
+            "to serve such rows and count them"
+        )
 
     def describe(self) -> list[dict]:
-        return [
-            {
+        out = []
+        for f in self.features:
+            cs = self.columns[f]
+            d: dict = {
                 "name": f,
                 "datatype": "FP64" if f in self.numeric else "BYTES",
                 "nullable": f in self.nullable,
                 "shape": [-1],
             }
-            for f in self.features
-        ]
+            if cs.min is not None:
+                d["min"] = cs.min
+            if cs.max is not None:
+                d["max"] = cs.max
+            if cs.allowed is not None:
+                d["allowed"] = list(cs.allowed)
+            out.append(d)
+        return out
+
+    def _broken(self, f: str, row: int, what: str) -> InputError:
+        return InputError(f"row {row}: field '{f}' {what}; {self.hint}", field=f)
 
     def _value(self, f: str, v: object, row: int) -> object:
         if v is None:
-            if f in self.nullable:
+            if f in self.nullable or self.flag:  # flag: served, counted by ``check``
                 return None
-            raise InputError(f"row {row}: field '{f}' is null; it is required", field=f)
+            raise self._broken(f, row, "is null; the spec requires it")
         if f in self.numeric:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise InputError(
-                    f"row {row}: field '{f}' must be a number, got {type(v).__name__} {v!r}",
+                    f"row {row}: field '{f}' must be a number, got {type(v).__name__} {show(v)}",
                     field=f,
                 )
             try:
@@ -58,16 +106,25 @@ class InputSchema:
                 raise InputError(
                     f"row {row}: field '{f}' is too large for a 64-bit float", field=f
                 ) from None
-            if not math.isfinite(x):
-                if math.isnan(x) and f in self.nullable:
+            if math.isnan(x):
+                if f in self.nullable or self.flag:
                     return None
-                raise InputError(f"row {row}: field '{f}' is {v}; send a finite number", field=f)
+                raise self._broken(f, row, "is NaN; the spec requires a number")
+            if math.isinf(x) and not self.flag:
+                raise self._broken(f, row, f"is {v}; send a finite number")
             return x
         if not isinstance(v, str):
             raise InputError(
-                f"row {row}: field '{f}' must be a string, got {type(v).__name__} {v!r}", field=f
+                f"row {row}: field '{f}' must be a string, got {type(v).__name__} {show(v)}",
+                field=f,
             )
         return v
+
+    def count_records(self, records: object) -> int:
+        """Rows in a records body, before any validation work (for the row limit)."""
+        if isinstance(records, list):
+            return len(records)
+        return 1 if records is not None else 0
 
     def columns_from_records(self, records: object) -> dict[str, list]:
         """Validate JSON records (a list of objects) into one list per feature."""
@@ -83,9 +140,9 @@ class InputSchema:
                 missing = [f for f in self.features if f not in keys]
                 if unknown:
                     raise InputError(
-                        f"row {i}: unknown field '{unknown[0]}'; the model takes "
+                        f"row {i}: unknown field {show(unknown[0])}; the model takes "
                         f"{', '.join(self.features)}",
-                        field=unknown[0],
+                        field=unknown[0][:100],
                     )
                 raise InputError(f"row {i}: missing field '{missing[0]}'", field=missing[0])
         for f in self.features:
@@ -93,7 +150,7 @@ class InputSchema:
         return out
 
     def _column(self, f: str, values: list) -> list:
-        """Check one column; the common all-valid case costs one pass over the types.
+        """Check one column's types; the common all-valid case costs one pass over the types.
         Numbers come back as floats, so nothing downstream meets a 100-digit integer."""
         kinds = set(map(type, values))
         if f in self.numeric:
@@ -119,8 +176,8 @@ class InputSchema:
             name = t["name"]
             if name not in self.wanted:
                 raise InputError(
-                    f"unknown input '{name}'; the model takes {', '.join(self.features)}",
-                    field=name,
+                    f"unknown input {show(name)}; the model takes {', '.join(self.features)}",
+                    field=name[:100],
                 )
             data = t.get("data")
             if not isinstance(data, list):
@@ -133,6 +190,62 @@ class InputSchema:
         if len(lengths) != 1 or 0 in lengths:
             raise InputError("all inputs must have the same, non-zero length", field="inputs")
         return {f: [self._value(f, v, i) for i, v in enumerate(by_name[f])] for f in self.features}
+
+    def check(self, columns: dict[str, list]) -> Flags:
+        """The spec's rules on typed columns: with ``reject``, the first row that breaks one is
+        an InputError naming field and row; with ``flag``, how many rows broke which rule."""
+        flags: Flags = Counter()
+        for f in self.features:
+            values = columns[f]
+            for i in self._suspects(f, values):
+                broken = self._rule(f, values[i])
+                if broken is None:
+                    continue
+                rule, what = broken
+                if not self.flag:
+                    raise self._broken(f, i, what)
+                flags[(f, rule)] += 1
+        return flags
+
+    def _rule(self, f: str, v: object) -> tuple[str, str] | None:
+        """The rule of ``f``'s column that the (typed) value ``v`` breaks, and how; or None."""
+        cs = self.columns[f]
+        if v is None:
+            return None if f in self.nullable else ("null", "is null; the spec requires it")
+        if isinstance(v, float):
+            if math.isinf(v):
+                return "finite", f"is {v}; send a finite number"
+            if abs(v) > FLOAT32_MAX:
+                return "float32", (
+                    f"is {v:g}, beyond float32 range (±{FLOAT32_MAX:.4g}), which the model "
+                    "casts numbers to"
+                )
+            if (cs.min is not None and v < cs.min) or (cs.max is not None and v > cs.max):
+                return "range", f"is {v:g}, outside the spec's range [{cs.min}, {cs.max}]"
+            if cs.allowed is not None and v not in self.allowed_numbers[f]:
+                return "allowed", f"is {v:g}, not one of the spec's {list(cs.allowed)}"
+            return None
+        if cs.allowed is not None and v not in self.allowed_text[f]:
+            return "allowed", f"is {show(v)}, not one of the spec's {list(cs.allowed)}"
+        return None
+
+    def _suspects(self, f: str, values: list) -> Iterable[int]:
+        """Rows of ``f`` that may break a rule: every row of a small request; for a large
+        numeric column, the ones numpy finds (so a 10,000-row batch costs a few array ops)."""
+        if len(values) <= 64 or f not in self.numeric:
+            return range(len(values))
+        cs = self.columns[f]
+        arr = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        with np.errstate(invalid="ignore"):
+            mask = ~np.isfinite(arr) if f not in self.nullable else np.isinf(arr)
+            mask |= np.abs(arr) > FLOAT32_MAX
+            if cs.min is not None:
+                mask |= arr < cs.min
+            if cs.max is not None:
+                mask |= arr > cs.max
+            if cs.allowed is not None:
+                mask |= ~np.isin(arr, list(self.allowed_numbers[f])) & ~np.isnan(arr)
+        return np.flatnonzero(mask).tolist()
 
     def frame(self, columns: dict[str, list]) -> pd.DataFrame:
         """The DataFrame the pipeline was trained on: float64 numbers, object categories."""

@@ -192,6 +192,20 @@ class FreshnessSpec(_Strict):
     )
 
 
+class ServingSpec(_Strict):
+    """How the inference server treats this model's requests."""
+
+    input_rules: Literal["reject", "flag"] = Field(
+        default="reject",
+        description=(
+            "the dataset's rules for a feature (min/max, allowed values, nullability, and a "
+            "number within float32 range, as the trees cast it): 'reject' answers a row that "
+            "breaks one with a 422 naming the field and row; 'flag' serves it and counts it in "
+            "mlops_input_rule_violations_total"
+        ),
+    )
+
+
 class ModelSpec(_Strict):
     """A model: its data, target, features, task, estimator and promotion gate."""
 
@@ -215,6 +229,7 @@ class ModelSpec(_Strict):
         description="classification: how P(class 1) becomes a label (default: fixed at 0.5)",
     )
     freshness: FreshnessSpec = FreshnessSpec()
+    serving: ServingSpec = ServingSpec()
 
     @model_validator(mode="after")
     def _columns_exist(self) -> ModelSpec:
@@ -236,8 +251,10 @@ class ModelSpec(_Strict):
         return self
 
     def digest(self, exclude: set[str] | None = None) -> str:
-        """A short digest of the spec (without the ``exclude`` sections): part of code versions."""
-        text = self.model_dump_json(exclude=exclude)
+        """A short digest of the spec (without the ``exclude`` sections): part of code versions.
+        The serving section never counts: it changes how requests are checked, not what data
+        or model is built, so changing it must not make every asset look out of date."""
+        text = self.model_dump_json(exclude={*(exclude or ()), "serving"})
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     @property

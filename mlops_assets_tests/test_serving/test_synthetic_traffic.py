@@ -1,0 +1,74 @@
+"""Synthetic traffic (holdout replay, smoke tests, benchmarks) is logged as such and never
+enters the windows monitoring computes drift and live performance on."""
+
+import datetime as dt
+import os
+import signal
+
+import httpx
+
+from mlops_assets.demo.traffic import send_traffic
+from mlops_assets.monitoring.windows import current_window, served_rows
+from mlops_assets.serving.predlog import predictions_repository, read_rows
+from mlops_assets.specs.model import get_spec
+from mlops_assets.store.local import LocalStore
+from mlops_assets_tests.test_serving.conftest import TOKEN, start_server
+
+DAY = dt.date(2026, 11, 20)
+
+
+def test_replayed_and_smoke_traffic_never_enter_the_monitoring_window(registry, tmp_path):
+    data_dir = tmp_path / "data"
+    spec = get_spec("churn", registry.specs_dir)
+    champion = registry.versions[("churn", "champion")]
+    challenger = registry.versions[("churn", "challenger")]
+    proc, url = start_server(registry, tmp_path / "serve.log", MLOPS_DATA_DIR=str(data_dir))
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        # a rollout: the candidate beside production, smoke-tested pinned, then a canary that
+        # the holdout replay feeds, then the way back to production alone
+        deploy = f"{url}/admin/deployments/churn"
+        state = {"production": champion, "candidate": challenger, "weight": 0.0}
+        assert httpx.put(deploy, json={**state, "mode": "blue_green"}, headers=admin).is_success
+        smoke = {**admin, "X-Model-Version": challenger, "X-Mlops-Synthetic": "smoke"}
+        for row in registry.holdout["churn"][:5]:
+            r = httpx.post(
+                f"{url}/predict", json={"model": "churn", "records": [row]}, headers=smoke
+            )
+            assert r.status_code == 200 and r.json()["model_version"] == challenger
+        canary = {**state, "weight": 0.5, "mode": "canary"}
+        assert httpx.put(deploy, json=canary, headers=admin).is_success
+        replay = send_traffic(url, spec, DAY, rows=60, batch=3, seed=5, synthetic="replay")
+        assert not replay.errors and set(replay.versions) == {champion, challenger}
+        assert httpx.put(deploy, json={"production": champion}, headers=admin).is_success
+
+        # then real clients
+        real = send_traffic(url, spec, DAY, rows=40, batch=2, seed=6)
+        assert not real.errors and real.versions == {champion: 40}
+        # an unknown marker is refused, naming the header
+        r = httpx.post(
+            f"{url}/predict",
+            json={"model": "churn", "records": registry.holdout["churn"][:1]},
+            headers={"X-Mlops-Synthetic": "yes"},
+        )
+        assert r.status_code == 422 and r.json()["field"] == "X-Mlops-Synthetic"
+        os.killpg(proc.pid, signal.SIGTERM)  # a clean stop commits every segment
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    store = LocalStore(data_dir / "lakefs-local", predictions_repository(spec.dataset.repository))
+    logged = []
+    for path in store.list("main", "predictions/churn/"):
+        logged += read_rows(store.get("main", path))
+    kinds = {}
+    for row in logged:
+        kinds[row["synthetic"]] = kinds.get(row["synthetic"], 0) + 1
+    assert kinds == {"smoke": 5, "replay": 60, None: 40}  # everything logged, marked
+
+    real_ids = {label["request_id"] for label in real.labels}
+    window = current_window(store, spec, champion, rows=1000)
+    assert len(window) == 40  # only real traffic, although 30-odd replayed rows hit champion
+    served = list(served_rows(store, spec, champion))
+    assert {r["request_id"] for r in served} == real_ids
+    assert list(served_rows(store, spec, challenger)) == []  # replay and smoke only
