@@ -3,16 +3,26 @@
 Layout of ``<root>/<repository>/``::
 
     objects/<sha256>          immutable, content-addressed blobs
-    commits/<commit-id>.json  parents, message, metadata and the full tree (path -> blob)
+    trees/<sha256>            immutable, content-addressed directory nodes (see trees.py)
+    commits/<commit-id>.json  parents, generation, message, metadata and the root tree id
     branches/<name>.json      head commit id and the staging area (path -> blob or null)
     tags/<name>               the tagged commit id
     .lock                     flock taken by every writer
 
+A commit writes only the tree nodes on the paths it changed plus a small record, so space,
+commit, read and diff times follow what changed, not the size of the history. ``log`` reads
+commit records only, newest generation first, and stops at ``limit``.
+
+Repositories written before trees existed keep working: their commit files hold the full
+tree (``"tree": {path: blob}``). Such a commit is read by building its tree in memory; the
+first commit on top of it writes that tree's nodes once, and every later commit is in the
+new format (a lazy migration; old commit files are never rewritten).
+
 Crash safety: every file is written to a temporary name, fsynced and renamed into place.
-A commit writes its commit file first and moves the branch last, so a crash at any point
-leaves the branch at its previous commit with its staging area intact. Writers serialise on
-an exclusive ``flock`` around each read-modify-write of a branch, so concurrent writers
-(threads or processes) never lose an update.
+A commit writes its tree nodes, then its commit file, and moves the branch last, so a crash
+at any point leaves the branch at its previous commit with its staging area intact. Writers
+serialise on an exclusive ``flock`` around each read-modify-write of a branch, so concurrent
+writers (threads or processes) never lose an update.
 """
 
 from __future__ import annotations
@@ -28,9 +38,12 @@ import os
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from mlops_assets.store import trees
 from mlops_assets.store.base import (
     Change,
     Commit,
@@ -44,8 +57,16 @@ from mlops_assets.store.base import (
 )
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, rename into place (the directory is not synced)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -57,11 +78,12 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_synced(path, data)
+    _fsync_dir(path.parent)
 
 
 def _dump(obj: object) -> bytes:
@@ -77,6 +99,11 @@ class LocalStore(VersionedStore):
         self.path = self.root / repository
         # who commits: the setting MLOPS_COMMITTER (Settings.commit_author), else the OS user
         self.committer = committer or getpass.getuser()
+        # Trees of old-format commits, built in memory when read (written on the next commit),
+        # and their generations; both are immutable facts about immutable commits.
+        self._legacy_roots: dict[str, str | None] = {}
+        self._legacy_nodes: dict[str, bytes] = {}
+        self._legacy_generations: dict[str, int] = {}
 
     def describe(self) -> str:
         return f"local store {self.path}"
@@ -113,7 +140,7 @@ class LocalStore(VersionedStore):
 
     def _read_commit(self, commit_id: str) -> dict:
         if not commit_id:
-            return {"id": "", "parents": [], "tree": {}}
+            return {"id": "", "parents": [], "root": "", "generation": 0}
         try:
             return json.loads((self.path / "commits" / f"{commit_id}.json").read_bytes())
         except FileNotFoundError:
@@ -137,20 +164,73 @@ class LocalStore(VersionedStore):
             "use a branch name, a tag or a full commit id"
         )
 
-    def _tree(self, ref: str, with_staging: bool = True) -> dict[str, str]:
-        """path → blob id at ``ref``; on a branch, staged changes included."""
+    # -- trees ----------------------------------------------------------------------------
+    def _load_node(self, node_id: str) -> bytes:
+        data = self._legacy_nodes.get(node_id)
+        if data is not None:
+            return data
+        try:
+            return (self.path / "trees" / node_id).read_bytes()
+        except FileNotFoundError:
+            raise StoreError(
+                f"repository {self.repository!r} in {self.root} is damaged: tree node "
+                f"{node_id} is missing from trees/; restore the repository from a backup"
+            ) from None
+
+    def _nodes(self) -> trees.Nodes:
+        return trees.Nodes(self._load_node)
+
+    def _root(self, body: dict) -> str | None:
+        """The root tree id of a commit; an old-format commit's tree is built on first use."""
+        if "root" in body:
+            return body["root"] or None
+        commit_id = body["id"]
+        if commit_id not in self._legacy_roots:
+            nodes = self._nodes()
+            root = trees.apply(nodes, None, body["tree"])
+            self._legacy_nodes.update(nodes.pending)
+            self._legacy_roots[commit_id] = root
+        return self._legacy_roots[commit_id]
+
+    def _root_of(self, commit_id: str) -> str | None:
+        return self._root(self._read_commit(commit_id))
+
+    def _write_nodes(self, nodes: dict[str, bytes]) -> None:
+        """Make tree nodes durable: each file synced and renamed, then the directory once."""
+        directory = self.path / "trees"
+        if not directory.is_dir():  # a repository from before trees existed
+            directory.mkdir(exist_ok=True)
+            _fsync_dir(self.path)
+        new = [(directory / i, d) for i, d in nodes.items() if not (directory / i).exists()]
+        if len(new) > 1:
+            # fsyncs of several files in flight at once share the filesystem's journal
+            # commits: measured, six nodes in ~10 ms instead of ~24 ms one after another.
+            with ThreadPoolExecutor(max_workers=min(len(new), 8)) as pool:
+                list(pool.map(lambda item: _write_synced(*item), new))
+        elif new:
+            _write_synced(*new[0])
+        if new:
+            _fsync_dir(directory)
+
+    def _view(self, ref: str, with_staging: bool = True) -> tuple[str | None, dict]:
+        """(root tree id, staged changes) at ``ref``; staging only on a branch."""
         if "/" not in ref and self._branch_file(ref).is_file():
             # One read of the branch file: its commit and staging area belong together.
             state = self._read_branch(ref)
-            tree = dict(self._read_commit(state["commit_id"])["tree"])
-            if with_staging:
-                for path, blob in state["staging"].items():
-                    if blob is None:
-                        tree.pop(path, None)
-                    else:
-                        tree[path] = blob
-            return tree
-        return dict(self._read_commit(self._resolve(ref))["tree"])
+            root = self._root_of(state["commit_id"])
+            return root, (state["staging"] if with_staging else {})
+        return self._root_of(self._resolve(ref)), {}
+
+    def _staged_changes(self, state: dict) -> tuple[str | None, dict[str, str | None]]:
+        """(root of the branch's commit, the staged paths that differ from it)."""
+        root = self._root_of(state["commit_id"])
+        nodes = self._nodes()
+        changes = {
+            path: blob
+            for path, blob in state["staging"].items()
+            if trees.lookup(nodes, root, path) != blob
+        }
+        return root, changes
 
     def _store_blob(self, data: bytes) -> str:
         blob = hashlib.sha256(data).hexdigest()
@@ -159,18 +239,57 @@ class LocalStore(VersionedStore):
             _atomic_write(target, data)
         return blob
 
+    # -- commits --------------------------------------------------------------------------
+    def _generation(self, body: dict) -> int:
+        """1 + the largest generation of the parents; stored in new commits, computed (once
+        per store object) for old ones by walking their history."""
+        if "generation" in body:
+            return body["generation"]
+        stack, parents = [body["id"]], {body["id"]: body["parents"]}
+        known = self._legacy_generations
+        while stack:
+            commit_id = stack[-1]
+            if commit_id in known:
+                stack.pop()
+                continue
+            if commit_id not in parents:
+                parent_body = self._read_commit(commit_id)
+                if "generation" in parent_body:
+                    known[commit_id] = parent_body["generation"]
+                    stack.pop()
+                    continue
+                parents[commit_id] = parent_body["parents"]
+            missing = [p for p in parents[commit_id] if p not in known]
+            if missing:
+                stack.extend(missing)
+                continue
+            known[commit_id] = 1 + max((known[p] for p in parents[commit_id]), default=0)
+            stack.pop()
+        return known[body["id"]]
+
     def _new_commit(
-        self, parents: list[str], tree: dict[str, str], message: str, metadata: dict[str, str]
+        self,
+        parents: list[str],
+        root: str | None,
+        nodes: trees.Nodes,
+        message: str,
+        metadata: dict[str, str],
     ) -> Commit:
-        created = int(time.time())
-        committer = self.committer
+        parents = [p for p in parents if p]
+        # Tree nodes first (with those of any old-format tree this one shares), then the record.
+        legacy = dict(self._legacy_nodes)
+        self._write_nodes({**legacy, **nodes.pending})
+        for node_id in legacy:  # on disk now: read from there
+            self._legacy_nodes.pop(node_id, None)
         body = {
-            "parents": [p for p in parents if p],
-            "tree": tree,
+            "parents": parents,
+            "generation": 1
+            + max((self._generation(self._read_commit(p)) for p in parents), default=0),
+            "root": root or "",
             "message": message,
             "metadata": {str(k): str(v) for k, v in (metadata or {}).items()},
-            "committer": committer,
-            "creation_date": created,
+            "committer": self.committer,
+            "creation_date": int(time.time()),
             "nonce": uuid.uuid4().hex,
         }
         commit_id = hashlib.sha256(_dump(body)).hexdigest()
@@ -221,13 +340,13 @@ class LocalStore(VersionedStore):
     def ensure_repository(self) -> None:
         if self._branch_file(self.default_branch).exists():
             return
-        for sub in ("objects", "commits", "branches", "tags"):
+        for sub in ("objects", "trees", "commits", "branches", "tags"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         with self._locked():
             if self._branch_file(self.default_branch).exists():
                 return
             # lakeFS creates every repository with an initial empty commit.
-            first = self._new_commit([], {}, "Repository created", {})
+            first = self._new_commit([], None, self._nodes(), "Repository created", {})
             self._write_branch(self.default_branch, {"commit_id": first.id, "staging": {}})
 
     def create_branch(self, name: str, source: str) -> str:
@@ -268,46 +387,68 @@ class LocalStore(VersionedStore):
     def delete(self, branch: str, path: str) -> None:
         check_path(path)
         with self._locked():
-            if path not in self._tree(branch):
-                raise NotFound(f"object {path!r} not found on branch {branch!r}")
             state = self._read_branch(branch)
+            if path in state["staging"]:
+                exists = state["staging"][path] is not None
+            else:
+                root = self._root_of(state["commit_id"])
+                exists = trees.lookup(self._nodes(), root, path) is not None
+            if not exists:
+                raise NotFound(f"object {path!r} not found on branch {branch!r}")
             state["staging"][path] = None
             self._write_branch(branch, state)
 
     def get(self, ref: str, path: str) -> bytes:
-        blob = self._tree(ref).get(path)
+        root, staging = self._view(ref)
+        if path in staging:
+            blob = staging[path]
+        else:
+            blob = trees.lookup(self._nodes(), root, path) if path else None
         if blob is None:
             raise NotFound(f"object {path!r} not found at ref {ref!r} of {self.repository!r}")
         return (self.path / "objects" / blob).read_bytes()
 
     # From here on the class body's `list` is this method: annotations say builtins.list.
     def list(self, ref: str, prefix: str = "") -> list[str]:
-        return sorted(p for p in self._tree(ref) if p.startswith(prefix))
+        root, staging = self._view(ref)
+        found = set(trees.paths(self._nodes(), root, prefix))
+        for path, blob in staging.items():
+            if not path.startswith(prefix):
+                continue
+            if blob is None:
+                found.discard(path)
+            else:
+                found.add(path)
+        return sorted(found)
 
     # -- commits --------------------------------------------------------------------------
     def uncommitted(self, branch: str) -> builtins.list[Change]:
         state = self._read_branch(branch)
-        base = self._read_commit(state["commit_id"])["tree"]
-        changes = []
-        for path, blob in sorted(state["staging"].items()):
+        root, changes = self._staged_changes(state)
+        nodes = self._nodes()
+        out = []
+        for path, blob in sorted(changes.items()):
             if blob is None:
-                if path in base:
-                    changes.append(Change(path, "removed"))
-            elif path not in base:
-                changes.append(Change(path, "added"))
-            elif base[path] != blob:
-                changes.append(Change(path, "changed"))
-        return changes
+                out.append(Change(path, "removed"))
+            elif trees.lookup(nodes, root, path) is None:
+                out.append(Change(path, "added"))
+            else:
+                out.append(Change(path, "changed"))
+        return out
 
     def commit(self, branch: str, message: str, metadata: dict[str, str] | None = None) -> Commit:
         with self._locked():
             state = self._read_branch(branch)
-            if not self.uncommitted(branch):
+            root, changes = self._staged_changes(state)
+            if not changes:
                 raise NothingToCommit(
                     f"branch {branch!r} has no uncommitted changes: put objects before committing"
                 )
-            tree = self._tree(branch)
-            commit = self._new_commit([state["commit_id"]], tree, message, metadata or {})
+            nodes = self._nodes()
+            new_root = trees.apply(nodes, root, changes)
+            commit = self._new_commit(
+                [state["commit_id"]], new_root, nodes, message, metadata or {}
+            )
             # The branch moves last: a crash before this line leaves it where it was.
             self._write_branch(branch, {"commit_id": commit.id, "staging": {}})
             return commit
@@ -316,39 +457,61 @@ class LocalStore(VersionedStore):
         return self._to_commit(self._read_commit(self._resolve(ref)))
 
     def log(self, ref: str, limit: int = 100) -> builtins.list[Commit]:
-        ancestors = self._ancestors(self._resolve(ref))
-        commits = {c: self._to_commit(self._read_commit(c)) for c in ancestors}
-        # Topological, newest first: a commit is listed only after every child of it.
-        children = dict.fromkeys(commits, 0)
-        for c in commits.values():
-            for p in c.parents:
-                children[p] += 1
-        ready = [
-            (-c.creation_date, ancestors[c.id], c.id)
-            for c in commits.values()
-            if not children[c.id]
-        ]
-        heapq.heapify(ready)
+        """Newest first and topological (a commit after all of its children), reading only
+        commit records and stopping at ``limit``. Commits are expanded in decreasing
+        generation, so when one is expanded every child of it has been seen; among the commits
+        whose children are all listed, the newest is listed next."""
+        head = self._resolve(ref)
+        bodies: dict[str, dict] = {}
+        generation: dict[str, int] = {}
+
+        def load(commit_id: str) -> None:
+            bodies[commit_id] = body = self._read_commit(commit_id)
+            generation[commit_id] = self._generation(body)
+
+        load(head)
+        frontier = [(-generation[head], head)]  # seen, not yet expanded
+        unlisted_children: dict[str, int] = defaultdict(int)
+        expanded: set[str] = set()
+        ready: list[tuple[int, int, str]] = []
         ordered: list[Commit] = []
-        while ready and len(ordered) < limit:
-            _, _, cid = heapq.heappop(ready)
-            ordered.append(commits[cid])
-            for p in commits[cid].parents:
-                children[p] -= 1
-                if not children[p]:
-                    heapq.heappush(ready, (-commits[p].creation_date, ancestors[p], p))
+
+        def make_ready(commit_id: str) -> None:
+            body = bodies[commit_id]
+            heapq.heappush(ready, (-body["creation_date"], -generation[commit_id], commit_id))
+
+        while len(ordered) < limit:
+            if ready:
+                _, _, commit_id = heapq.heappop(ready)
+                ordered.append(self._to_commit(bodies[commit_id]))
+                for p in bodies[commit_id]["parents"]:
+                    unlisted_children[p] -= 1
+                    if not unlisted_children[p] and p in expanded:
+                        make_ready(p)
+                continue
+            if not frontier:
+                break
+            _, commit_id = heapq.heappop(frontier)
+            expanded.add(commit_id)
+            for p in bodies[commit_id]["parents"]:
+                unlisted_children[p] += 1
+                if p not in bodies:
+                    load(p)
+                    heapq.heappush(frontier, (-generation[p], p))
+            if not unlisted_children[commit_id]:
+                make_ready(commit_id)
         return ordered
 
     def diff(self, left: str, right: str) -> builtins.list[Change]:
-        a = self._tree(left, with_staging=False)
-        b = self._tree(right, with_staging=False)
+        a, _ = self._view(left, with_staging=False)
+        b, _ = self._view(right, with_staging=False)
         changes = []
-        for path in sorted(set(a) | set(b)):
-            if path not in b:
+        for path, before, after in trees.diff(self._nodes(), a, b):
+            if after is None:
                 changes.append(Change(path, "removed"))
-            elif path not in a:
+            elif before is None:
                 changes.append(Change(path, "added"))
-            elif a[path] != b[path]:
+            else:
                 changes.append(Change(path, "changed"))
         return changes
 
@@ -374,31 +537,22 @@ class LocalStore(VersionedStore):
                 raise NothingToCommit(
                     f"nothing to merge: {source!r} is already contained in {destination!r}"
                 )
-            base_id = self._merge_base(src_anc, dest_anc)
-            base = self._read_commit(base_id)["tree"]
-            src = self._read_commit(src_id)["tree"]
-            dest = self._read_commit(dest_id)["tree"]
-            merged = dict(dest)
-            conflicts = []
-            for path in set(base) | set(src) | set(dest):
-                b, s, d = base.get(path), src.get(path), dest.get(path)
-                if s in (b, d):
-                    continue
-                if d == b:
-                    if s is None:
-                        merged.pop(path, None)
-                    else:
-                        merged[path] = s
-                else:
-                    conflicts.append(path)
+            nodes = self._nodes()
+            base = self._root_of(self._merge_base(src_anc, dest_anc))
+            dest = self._root_of(dest_id)
+            theirs = {p: s for p, _, s in trees.diff(nodes, base, self._root_of(src_id))}
+            ours = {p: d for p, _, d in trees.diff(nodes, base, dest)}
+            conflicts = [p for p, s in theirs.items() if p in ours and ours[p] != s]
             if conflicts:
                 raise MergeConflict(
                     f"merge of {source!r} into {destination!r} conflicts on "
                     f"{', '.join(sorted(conflicts))}: both sides changed these paths"
                 )
+            merged = trees.apply(nodes, dest, {p: s for p, s in theirs.items() if p not in ours})
             commit = self._new_commit(
                 [dest_id, src_id],
                 merged,
+                nodes,
                 message or f"Merge '{source}' into '{destination}'",
                 metadata or {},
             )
