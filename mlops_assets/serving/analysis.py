@@ -31,7 +31,7 @@ from mlops_assets.serving.client import ServingClient, ServingError
 from mlops_assets.serving.state import Deployment
 
 # The routes that answer predictions (metric labels are route templates).
-PREDICT_ROUTES = "/predict|/v2/models/{name}/infer"
+PREDICT_ROUTES = "/predict|/v2/models/.+/infer"
 
 
 class AnalysisError(RuntimeError):
@@ -112,7 +112,7 @@ class ReplicaStats:
             with contextlib.suppress(ServingError):
                 c.reset_stats(model)
 
-    def stats(self, model: str, since: float) -> dict[str, dict]:
+    def stats(self, model: str, since: float, candidate: str | None = None) -> dict[str, dict]:
         per_version: dict[str, list[dict]] = {}
         for c in self.clients():
             try:
@@ -203,7 +203,12 @@ class PrometheusStats:
             )
         return len(rows)
 
-    def stats(self, model: str, since: float, now: float | None = None) -> dict[str, dict]:
+    def stats(
+        self, model: str, since: float, candidate: str | None = None, now: float | None = None
+    ) -> dict[str, dict]:
+        """Each version's figures since ``since``. A failed request the server exported
+        without its model and version (``model=""``, status 5xx) is charged to ``candidate``:
+        the metrics cannot say which version failed, and a doubt must never promote."""
         at = time.time() if now is None else now
         replicas = self.targets_up(at)
         window = f"{max(1, math.ceil(at - since))}s"
@@ -222,6 +227,16 @@ class PrometheusStats:
             s["requests"] += n
             if row["metric"].get("code", "").startswith("5"):
                 s["errors"] += n
+        if candidate is not None:
+            orphans = self._scalar(
+                f'sum(increase(mlops_requests_total{{{self.selector},model="",code=~"5..",'
+                f'route=~"{PREDICT_ROUTES}"}}[{window}]))',
+                at,
+            )
+            if orphans and round(orphans) > 0:
+                s = out.setdefault(candidate, {"requests": 0.0, "errors": 0.0})
+                s["requests"] += orphans
+                s["errors"] += orphans
         for version, s in out.items():
             v = f'{sel},version="{version}"'
             s["requests"] = round(s["requests"])

@@ -67,7 +67,7 @@ class RolloutBusy(RuntimeError):
 class Analysis(Protocol):
     def describe(self) -> str: ...
     def reset(self, model: str) -> None: ...
-    def stats(self, model: str, since: float) -> dict[str, dict]: ...
+    def stats(self, model: str, since: float, candidate: str | None = None) -> dict[str, dict]: ...
     def lagging(self, model: str, wanted: Deployment) -> list[str]: ...
 
 
@@ -287,7 +287,7 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
         while time.monotonic() < deadline:
             lease.keep()
             try:
-                seen = analysis.stats(model, since)
+                seen = analysis.stats(model, since, result.candidate)
                 if seen.get(result.candidate, {}).get("requests", 0) >= policy.window_requests:
                     stats = seen
                     break
@@ -296,7 +296,7 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
             time.sleep(0.25)
     if stats is None:  # the window did not fill in time: judge what every replica saw
         try:
-            stats = analysis.stats(model, since)
+            stats = analysis.stats(model, since, result.candidate)
         except AnalysisError as e:
             result.reason = f"{e}; rolled back"
             return

@@ -1,0 +1,494 @@
+"""One rollout for every replica, behind a real load balancer.
+
+Three real ``mlops serve`` replicas (each reconciling to the registry every 0.5 s) sit behind a
+real nginx on loopback, which retries another replica on a connection error, and clients send
+single-row predictions through nginx the whole time. A real Prometheus scrapes the replicas.
+
+Shown: a canary promoted and one rolled back, each decided on the figures of all three
+replicas, with zero failed client requests and every replica on the same state (read from
+each replica directly); a replica killed with SIGKILL in the middle of a canary (the rollout
+refuses to decide on a partial view and rolls back); the rollout's own process killed in the
+middle of a canary (its lease expires and every replica falls back by itself); a blue-green
+switch through the balancer; and the production analysis path (PromQL over the replicas'
+metrics in a real Prometheus). Every wait polls with a generous deadline; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlops_assets.serving.analysis import AnalysisError, PrometheusStats, ReplicaStats
+from mlops_assets.serving.client import Replay, ServingClient
+from mlops_assets.serving.reconcile import ROLLOUT_TAG
+from mlops_assets.serving.rollout import Policy, RegistryControl, rollout
+from mlops_assets.specs.model import get_spec
+from mlops_assets.training.tracking import PRODUCTION, Tracking
+from mlops_assets_tests.processes import BIN, REPO, free_port, start, stop, wait_until
+from mlops_assets_tests.servers import server_env
+from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+pytestmark = pytest.mark.skipif(
+    not (Path(NGINX).exists() and Path(PROMETHEUS).exists()),
+    reason="needs nginx and prometheus (Debian packages): run scripts/test-deps.sh",
+)
+CLIENT_THREADS = 4
+
+
+# ---- the cluster ------------------------------------------------------------------------
+
+
+@dataclass
+class Replica:
+    port: int
+    data_dir: Path
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Cluster:
+    registry: object
+    replicas: list[Replica]
+    lb: str  # the balancer's URL: what clients use
+    prometheus: str
+    tracking: Tracking
+    model_name: str
+    env: dict = field(default_factory=dict)
+
+    def version(self, role: str) -> str:
+        return self.registry.versions[("churn", role)]
+
+    def start(self, r: Replica) -> None:
+        cmd = [str(BIN / "mlops"), "serve", "--port", str(r.port), "--poll-seconds", "0.5"]
+        r.proc = start(cmd, {**self.env, "MLOPS_DATA_DIR": str(r.data_dir)}, r.log)
+
+    def wait_ready(self, r: Replica) -> None:
+        wait_until(f"replica {r.url}", lambda: _ready(r.url), 180, r.proc, r.log)
+
+    def states(self, replicas: list[Replica] | None = None) -> list[dict]:
+        """Each replica's deployment of churn, asked directly (not through the balancer)."""
+        return [ServingClient(r.url, TOKEN).deployment("churn") for r in replicas or self.replicas]
+
+    def wait_all(self, expected: dict, what: str, replicas: list[Replica] | None = None) -> None:
+        wait_until(what, lambda: all(s == expected for s in self.states(replicas)), 120)
+
+    def control(self) -> RegistryControl:
+        return RegistryControl(self.tracking, self.model_name)
+
+    def every_replica(self) -> ReplicaStats:
+        return ReplicaStats([r.url for r in self.replicas], TOKEN)
+
+
+def alone(version: str) -> dict:
+    return {"production": version, "candidate": None, "weight": 0.0, "mode": "single"}
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  upstream replicas {{
+{servers}
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      # A replica that refuses the connection (killed, restarting): try the next one. A
+      # request already sent to a replica that dies is not replayed (POST is not idempotent).
+      proxy_next_upstream error timeout;
+      proxy_next_upstream_tries 3;
+      proxy_connect_timeout 2s;
+      proxy_read_timeout 120s;
+    }}
+  }}
+}}
+"""
+
+PROMETHEUS_CONF = """
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: mlops-inference
+    static_configs:
+      - targets: [{targets}]
+  # a target that never answers: a replica that is down, for the analysis to refuse
+  - job_name: mlops-down
+    static_configs:
+      - targets: ["127.0.0.1:{dead}"]
+"""
+
+
+def _ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as r:
+        return r.status == 200
+
+
+@pytest.fixture(scope="module")
+def cluster(registry, tmp_path_factory):
+    root = tmp_path_factory.mktemp("replicas")
+    tracking = Tracking(registry.tracking_uri)
+    tracking.configure()
+    model_name = get_spec("churn", registry.specs_dir).model_name
+    tracking.delete_model_tag(model_name, ROLLOUT_TAG)
+    tracking.set_alias(model_name, PRODUCTION, registry.versions[("churn", "champion")])
+    replicas = [
+        Replica(free_port(), root / f"replica-{i}", root / f"replica-{i}.log") for i in range(3)
+    ]
+    c = Cluster(registry, replicas, "", "", tracking, model_name, serve_env(registry))
+    procs = []
+    try:
+        for r in replicas:
+            c.start(r)
+        for r in replicas:
+            c.wait_ready(r)
+
+        lb_port, lb_dir = free_port(), root / "nginx"
+        lb_dir.mkdir()
+        servers = "\n".join(f"    server 127.0.0.1:{r.port};" for r in replicas)
+        conf = lb_dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=lb_dir, servers=servers, port=lb_port))
+        nginx = start(
+            [NGINX, "-p", str(lb_dir), "-c", str(conf), "-e", str(lb_dir / "error.log"),
+             "-g", "daemon off;"],
+            server_env(), lb_dir / "stdout.log",
+        )  # fmt: skip
+        procs.append(nginx)
+        c.lb = f"http://127.0.0.1:{lb_port}"
+        wait_until("nginx", lambda: _ok(f"{c.lb}/v2/health/ready"), 60, nginx, lb_dir / "error.log")
+
+        prom_port, prom_dir = free_port(), root / "prometheus"
+        prom_dir.mkdir()
+        targets = ", ".join(f'"127.0.0.1:{r.port}"' for r in replicas)
+        (prom_dir / "prometheus.yml").write_text(
+            PROMETHEUS_CONF.format(targets=targets, dead=free_port())
+        )
+        prom = start(
+            [PROMETHEUS, f"--config.file={prom_dir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={prom_dir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}"],
+            server_env(), prom_dir / "prometheus.log",
+        )  # fmt: skip
+        procs.append(prom)
+        c.prometheus = f"http://127.0.0.1:{prom_port}"
+        wait_until(
+            "prometheus", lambda: _ok(f"{c.prometheus}/-/ready"), 60, prom,
+            prom_dir / "prometheus.log",
+        )  # fmt: skip
+        yield c
+    finally:
+        for p in procs:
+            stop(p)
+        for r in replicas:
+            if r.proc is not None:
+                stop(r.proc)
+
+
+@pytest.fixture
+def champion_alone(cluster):
+    """Every test starts and ends with the champion alone on every replica."""
+
+    def reset():
+        cluster.tracking.delete_model_tag(cluster.model_name, ROLLOUT_TAG)
+        cluster.tracking.set_alias(cluster.model_name, PRODUCTION, cluster.version("champion"))
+        for r in cluster.replicas:
+            if r.proc is None or r.proc.poll() is not None:
+                cluster.start(r)
+                cluster.wait_ready(r)
+        cluster.wait_all(alone(cluster.version("champion")), "every replica on the champion")
+
+    reset()
+    yield cluster
+    reset()
+
+
+class Clients:
+    """Threads sending single-row predictions through the balancer; every answer is counted."""
+
+    def __init__(self, url: str, rows: list[dict], threads: int = CLIENT_THREADS):
+        self.url, self.rows = url, rows
+        self.codes: Counter = Counter()
+        self.versions: Counter = Counter()
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, offset: int) -> None:
+        i = offset
+        with httpx.Client(base_url=self.url, timeout=120) as http:
+            while not self._stop.is_set():
+                row = self.rows[i % len(self.rows)]
+                i += len(self._threads)
+                try:
+                    r = http.post("/predict", json={"model": "churn", "records": [row]})
+                except httpx.HTTPError as e:
+                    with self._lock:
+                        self.codes["no answer"] += 1
+                        self.failures.append(repr(e))
+                    continue
+                with self._lock:
+                    self.codes[r.status_code] += 1
+                    if r.status_code == 200:
+                        self.versions[r.json()["model_version"]] += 1
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:300]}")
+
+    @property
+    def sent(self) -> int:
+        return sum(self.codes.values())
+
+    def __enter__(self) -> Clients:
+        for t in self._threads:
+            t.start()
+        wait_until("client traffic", lambda: self.sent >= 20, 60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=180)
+
+
+def policy(**kw) -> Policy:
+    # Bounds a loaded 2-core machine meets for a healthy version; the bad ones miss them by far.
+    # (The mean prediction of two forests over a few dozen random rows each differs by chance
+    # by up to ~50 %: the shift bound is not what these tests judge.)
+    base = {
+        "window_requests": 90,
+        "timeout_seconds": 120,
+        "lease_seconds": 10,
+        "max_p95_ms": 5e3,
+        "max_prediction_shift": 3.0,
+    }
+    return Policy(**{**base, **kw})
+
+
+def roll(cluster, role, analysis=None, traffic=None, **kw):
+    return rollout(
+        cluster.control(),
+        analysis or cluster.every_replica(),
+        "churn",
+        cluster.version(role),
+        policy(**kw),
+        traffic=traffic,
+        log=lambda m: None,
+    )
+
+
+# ---- the scenarios ----------------------------------------------------------------------
+
+
+def test_a_canary_is_promoted_on_every_replica_with_no_failed_request(champion_alone):
+    c = champion_alone
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        result = roll(c, "challenger", canary_weight=0.3)
+    assert result.decision == "promoted", result.reason
+    assert result.candidate_stats["replicas"] == 3  # the canary answered on every replica
+    assert result.candidate_stats["requests"] >= 90 and result.candidate_stats["errors"] == 0
+    assert clients.failures == [] and clients.sent > 0
+    assert set(clients.versions) == {c.version("champion"), c.version("challenger")}
+    assert c.states() == [alone(c.version("challenger"))] * 3
+    assert c.control().desired().rollout is None
+
+
+def test_a_slow_canary_is_rolled_back_on_every_replica_with_no_failed_request(champion_alone):
+    # 2,500 unpruned trees: ~75 ms a row against the champion's ~7 ms; the bound sits between
+    c = champion_alone
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        result = roll(c, "slow", canary_weight=0.3, window_requests=60, max_p95_ms=40)
+    assert result.decision == "rolled_back"
+    assert "p95 latency" in result.reason, result.reason
+    assert result.candidate_stats["replicas"] == 3
+    assert clients.failures == []
+    assert c.states() == [alone(c.version("champion"))] * 3
+    assert c.control().desired().production == c.version("champion")  # the alias never moved
+
+
+def test_a_replica_killed_mid_canary_stops_the_promotion(champion_alone):
+    c = champion_alone
+    victim = c.replicas[2]
+    done: dict = {}
+    canary = {
+        "production": c.version("champion"),
+        "candidate": c.version("challenger"),
+        "weight": 0.3,
+        "mode": "canary",
+    }
+
+    def run():  # a window it cannot fill before the kill: still watching when it happens
+        done["result"] = roll(
+            c, "challenger", canary_weight=0.3, window_requests=10**9, timeout_seconds=30
+        )
+
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        watcher = threading.Thread(target=run)
+        watcher.start()
+        c.wait_all(canary, "the canary on every replica")
+        os.killpg(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(30)
+        watcher.join(timeout=300)
+    result = done["result"]
+    assert result.decision == "rolled_back"
+    assert f"replica {victim.url} could not be read" in result.reason, result.reason
+    # only the requests in flight on the killed replica may fail; nginx retries the rest
+    assert len(clients.failures) <= CLIENT_THREADS, clients.failures
+    assert all(f.startswith("502") for f in clients.failures), clients.failures
+    survivors = c.replicas[:2]
+    c.wait_all(alone(c.version("champion")), "the survivors on the champion", survivors)
+    assert c.control().desired().rollout is None
+    # the killed replica comes back on the shared state, like the others
+    c.start(victim)
+    c.wait_ready(victim)
+    c.wait_all(alone(c.version("champion")), "every replica on the champion")
+
+
+def child_rollout(args: dict) -> None:
+    """Run in a subprocess by the next test, which kills it with SIGKILL mid-canary."""
+    tracking = Tracking(args["tracking_uri"])
+    tracking.configure()
+    rollout(
+        RegistryControl(tracking, args["model_name"]),
+        ReplicaStats(args["replicas"], TOKEN),
+        "churn",
+        args["candidate"],
+        Policy(canary_weight=0.3, window_requests=10**9, timeout_seconds=3600, lease_seconds=4.0),
+        log=lambda m: print(m, flush=True),
+    )
+
+
+def test_the_rollout_process_killed_mid_canary_its_lease_expires_everywhere(champion_alone):
+    c = champion_alone
+    args = {
+        "tracking_uri": c.registry.tracking_uri,
+        "model_name": c.model_name,
+        "replicas": [r.url for r in c.replicas],
+        "candidate": c.version("challenger"),
+    }
+    code = (
+        "import json, sys; from mlops_assets_tests.test_serving.test_replicas import "
+        "child_rollout; child_rollout(json.loads(sys.argv[1]))"
+    )
+    log = c.replicas[0].log.parent / "child-rollout.log"
+    canary = {
+        "production": c.version("champion"),
+        "candidate": c.version("challenger"),
+        "weight": 0.3,
+        "mode": "canary",
+    }
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(args)],
+            cwd=REPO,
+            env=server_env(),
+            stdout=open(log, "ab"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            c.wait_all(canary, "the canary on every replica")
+            first = c.control().desired().rollout
+            # it renews its 4 s lease while it watches
+            wait_until(
+                "a renewed lease",
+                lambda: c.control().desired().rollout.lease_expires_at > first.lease_expires_at,
+                60,
+            )
+            assert child.poll() is None, log.read_text()[-2000:]
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait(30)
+        finally:
+            stop(child)
+        # nobody deletes the tag: the lease runs out and each replica falls back by itself
+        c.wait_all(alone(c.version("champion")), "every replica back on the champion")
+    left = c.control().desired()
+    assert left.rollout is not None and left.rollout.rollout_id == first.rollout_id
+    assert left.production == c.version("champion")
+    assert clients.failures == []
+
+
+def test_a_blue_green_switch_through_the_balancer(champion_alone):
+    c = champion_alone
+    lb_admin = ServingClient(c.lb, TOKEN)
+
+    def smoke(version):  # pinned smoke traffic (and plain traffic) through the balancer
+        return Replay(lb_admin, "churn", c.registry.holdout["churn"], threads=2, version=version)
+
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        result = roll(c, "challenger", traffic=smoke, strategy="blue_green", window_requests=60)
+    assert result.decision == "promoted", result.reason
+    assert result.candidate_stats["replicas"] == 3  # every replica answered the smoke traffic
+    assert clients.failures == []
+    assert set(clients.versions) <= {c.version("champion"), c.version("challenger")}
+    assert c.states() == [alone(c.version("challenger"))] * 3
+    answer = ServingClient(c.lb).predict("churn", c.registry.holdout["churn"][:1])
+    assert (answer["status"], answer["model_version"]) == (200, c.version("challenger"))
+
+
+def test_prometheus_judges_over_every_replica_and_refuses_a_target_that_is_down(
+    champion_alone,
+):
+    c = champion_alone
+    prom = PrometheusStats(c.prometheus, 'job="mlops-inference"')
+    wait_until("three scraped replicas", lambda: prom.targets_up(_now()) == 3, 60)
+    with pytest.raises(AnalysisError, match="are down"):
+        PrometheusStats(c.prometheus, 'job="mlops-down"').targets_up(_now())
+    with pytest.raises(AnalysisError, match="scrapes no replica"):
+        PrometheusStats(c.prometheus, 'job="no-such-job"').targets_up(_now())
+
+    # a candidate that fails every request: the servers export those 500s without a version,
+    # and the analysis charges them to the candidate (its own replayed traffic: no clients here,
+    # a failing canary fails some of theirs by definition)
+    lb = ServingClient(c.lb)
+    faulty = roll(
+        c, "faulty", analysis=prom, canary_weight=0.3, window_requests=20,
+        traffic=lambda v: Replay(lb, "churn", c.registry.holdout["churn"], threads=2),
+    )  # fmt: skip
+    assert faulty.decision == "rolled_back" and "error rate" in faulty.reason, faulty.reason
+    c.wait_all(alone(c.version("champion")), "every replica back on the champion")
+
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        slow = roll(c, "slow", analysis=prom, canary_weight=0.3, window_requests=40, max_p95_ms=40)
+        c.wait_all(alone(c.version("champion")), "every replica back on the champion")
+        good = roll(c, "challenger", analysis=prom, canary_weight=0.3, window_requests=60)
+    assert slow.decision == "rolled_back" and "p95 latency" in slow.reason, slow.reason
+    assert slow.candidate_stats["replicas"] == 3
+    assert good.decision == "promoted", good.reason
+    assert good.candidate_stats["requests"] >= 60 and good.candidate_stats["errors"] == 0
+    assert clients.failures == []
+    c.wait_all(alone(c.version("challenger")), "every replica on the challenger")
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
