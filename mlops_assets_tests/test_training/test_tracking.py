@@ -183,6 +183,33 @@ def test_a_retry_of_the_same_dagster_run_resumes_its_mlflow_run(mlflow_server, m
     assert mlflow.active_run() is None
 
 
+def test_a_retry_resumes_its_run_whatever_experiment_the_process_had_active(
+    mlflow_server, monkeypatch
+):
+    """An earlier step or library call in the same process may have set another experiment
+    active; MLflow refuses to resume a run outside it unless start_run sets its own."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    resource = _resource(monkeypatch, mlflow_server.url)
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)  # restored after the test
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    client = resource.tracking().client()
+    other = client.create_experiment(f"{resource.experiment_prefix}elsewhere")
+    mlflow.set_experiment(experiment_id=other)
+    seen = []
+
+    def body(context, run):
+        seen.append(run.info.run_id)
+        if context.retry_number == 0:
+            mlflow.set_experiment(experiment_id=other)  # as a library call might
+            raise RuntimeError("the first attempt fails")
+
+    result, _ = _materialize(resource, body, retries=1)
+    assert result.success
+    assert len(seen) == 2 and seen[0] == seen[1]
+
+
 @pytest.mark.parametrize(
     ("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
 )

@@ -83,6 +83,9 @@ class MlflowResource(dg.ConfigurableResource):
         def start(client) -> "ActiveRun":
             query = f"tags.{DAGSTER_RUN_ID} = '{dagster_run_id}'"
             if found := client.search_runs([experiment_id], query, max_results=1):
+                # MLflow refuses to resume a run outside the process's active experiment,
+                # which an earlier step or library call in this process may have set.
+                mlflow.set_experiment(experiment_id=experiment_id)
                 return mlflow.start_run(run_id=found[0].info.run_id)  # RUNNING again
             # Tagged at creation: a retry finds the run even if this attempt dies right after.
             first = {DAGSTER_RUN_ID: dagster_run_id}
