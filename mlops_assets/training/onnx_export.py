@@ -248,9 +248,10 @@ def _tree_arrays(trees: list[tuple[str, object]]) -> dict:
     }
 
 
-def _tree_nodes(estimator, source: str, task: str) -> tuple[list, int, str]:
-    """The estimator as TreeEnsemble inputs: (trees, aggregate, post step), or
-    ConversionError for an estimator this emitter does not handle."""
+def _tree_nodes(estimator) -> tuple[list, int, str] | None:
+    """The estimator as TreeEnsemble inputs: (trees, aggregate function, what comes before or
+    after the node); None for an estimator that is not a forest or a booster (skl2onnx converts
+    it); ConversionError for a forest or booster this emitter does not handle."""
     from sklearn.ensemble import (
         HistGradientBoostingClassifier,
         HistGradientBoostingRegressor,
@@ -279,15 +280,18 @@ def _tree_nodes(estimator, source: str, task: str) -> tuple[list, int, str]:
         trees += [("hist", p[0].nodes) for p in estimator._predictors]
         post = "sigmoid" if isinstance(estimator, HistGradientBoostingClassifier) else ""
         return trees, total, post
-    raise ConversionError(f"no float64 tree emitter for {type(estimator).__name__}")
+    return None
 
 
-def _append_trees(graph_model, pre_output: str, estimator, task: str) -> None:
+def _append_trees(graph_model, pre_output: str, estimator) -> None:
     """Append the estimator's TreeEnsemble (and cast or sigmoid) after the preprocessing graph;
     the graph's single output becomes ``score``: P(class 1) or the value, float64, [N, 1]."""
     from onnx import TensorProto, helper
 
-    trees, aggregate, post = _tree_nodes(estimator, pre_output, task)
+    found = _tree_nodes(estimator)
+    if found is None:
+        raise ConversionError(f"no float64 tree emitter for {type(estimator).__name__}")
+    trees, aggregate, post = found
     graph = graph_model.graph
     nodes = []
     source = pre_output
@@ -342,13 +346,9 @@ def _convert(model, spec: ModelSpec) -> tuple[bytes, str]:
     pre, estimator = inner.steps[0][1], inner.steps[1][1]
     pre, fills = _strip_imputers(pre, spec)
     classify = spec.task == "classification"
-    try:
-        trees = _tree_nodes(estimator, "", spec.task)
-    except ConversionError:
-        trees = None
-    if trees is not None:
+    if _tree_nodes(estimator) is not None:  # else not a forest or booster: skl2onnx converts it
         graph = convert_sklearn(pre, initial_types=_initial_types(spec), target_opset=OPSET[""])
-        _append_trees(graph, graph.graph.output[0].name, estimator, spec.task)
+        _append_trees(graph, graph.graph.output[0].name, estimator)
         output, column, converter = "score", 0, "tree_ensemble_float64"
     else:
         options = {id(estimator): {"zipmap": False}} if classify else None
