@@ -193,7 +193,8 @@ class PredictionLog:
         """The log's health as Prometheus metrics: name -> (help, type, labels, values)."""
 
         def by_model(d: dict[str, int]) -> dict[tuple, float]:
-            return {(m,): v for m, v in d.items()}
+            # list() copies in one step under the GIL: the writer may add a model meanwhile
+            return {(m,): v for m, v in list(d.items())}
 
         uncommitted = sum(1 for _ in self.dir.glob("*/segment-*.jsonl"))
         return {

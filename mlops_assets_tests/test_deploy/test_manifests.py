@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -748,7 +749,8 @@ def test_inference_probes_and_scrape_target_are_routes_of_the_server(overlay):
 EXPECTED_ALERTS = {
     "MlopsInferenceDown", "MlopsPredictionLatencyP95High", "MlopsPredictionErrorRateHigh",
     "MlopsServerErrors", "MlopsDataDriftWarning", "MlopsDataDriftCritical", "MlopsModelStale",
-    "MlopsLiveScoreOutOfBand",
+    "MlopsLiveScoreOutOfBand", "MlopsPredictionLogWriteErrors",
+    "MlopsPredictionLogCommitsFailing", "MlopsPredictionLogLinesQuarantined",
 }  # fmt: skip
 
 
@@ -765,12 +767,19 @@ def exported_metrics() -> dict[str, set[str]]:
     # what the monitoring assets hand over (PUT /admin/monitoring/{model})
     m.monitored("churn", {"version": "3", "drift_share": 0.5, "model_created": 1.0})
     m.monitored("churn", {"live_score_change": -0.05})
+    with tempfile.TemporaryDirectory() as tmp:  # the prediction log's counters, as served
+        from mlops_assets.serving.predlog import PredictionLog
+
+        log = PredictionLog(Path(tmp), models=("churn",))
+        log.close()
+        m.log_counters = log.counters
+        text = m.render()
     out: dict[str, set[str]] = {}
-    for line in m.render().splitlines():
+    for line in text.splitlines():
         if line.startswith("#"):
             continue
-        name, labels = re.match(r"(\w+)\{(.*)\}", line).groups()
-        out.setdefault(name, set()).update(re.findall(r'(\w+)="', labels))
+        name, labels = re.match(r"(\w+)(?:\{(.*)\})? ", line).groups()
+        out.setdefault(name, set()).update(re.findall(r'(\w+)="', labels or ""))
     return out
 
 
