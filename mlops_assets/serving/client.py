@@ -79,7 +79,8 @@ class ServingClient:
 
 
 class Replay:
-    """Send rows as live traffic from a few threads until stopped (demo and test traffic)."""
+    """Send rows as traffic from a few threads until stopped (a rollout's holdout replay, or
+    pinned smoke traffic), marked ``X-Mlops-Synthetic: replay`` or ``smoke``."""
 
     def __init__(
         self,
@@ -100,9 +101,16 @@ class Replay:
     def _run(self, offset: int) -> None:
         i = offset
         with httpx.Client(base_url=self.client.url, timeout=30.0) as http:
-            # pinning a version is an admin's act (blue-green smoke traffic): it carries the token
+            # Not a client's traffic: marked, so the prediction log keeps it out of monitoring.
+            # Pinning a version is an admin's act (blue-green smoke traffic): it has the token.
             headers = (
-                {"X-Model-Version": self.version, **self.client._headers()} if self.version else {}
+                {
+                    "X-Model-Version": self.version,
+                    "X-Mlops-Synthetic": "smoke",
+                    **self.client._headers(),
+                }
+                if self.version
+                else {"X-Mlops-Synthetic": "replay"}
             )
             while not self._stop.is_set():
                 row = self.rows[i % len(self.rows)]

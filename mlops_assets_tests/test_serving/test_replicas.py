@@ -42,10 +42,15 @@ from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = pytest.mark.skipif(
-    not (Path(NGINX).exists() and Path(PROMETHEUS).exists()),
-    reason="needs nginx and prometheus (Debian packages): run scripts/test-deps.sh",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (Path(NGINX).exists() and Path(PROMETHEUS).exists()),
+        reason="needs nginx and prometheus (Debian packages): run scripts/test-deps.sh",
+    ),
+    # the first test also pays for the session's registry (five versions trained) and three
+    # replicas loading their models: minutes on a loaded 2-core machine
+    pytest.mark.timeout(900),
+]
 CLIENT_THREADS = 4
 
 

@@ -13,6 +13,10 @@ from mlops_assets.training.tracking import PRODUCTION, Tracking, TrackingUnavail
 from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
 from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env
 
+# The first test also pays for the session's registry (five versions trained and logged to
+# the real MLflow server): minutes on a loaded 2-core machine, over the suite's 300 s default.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def replica(registry, tmp_path_factory):
