@@ -12,6 +12,7 @@ from mlops_assets.monitoring.windows import current_window, served_rows
 from mlops_assets.serving.predlog import predictions_repository, read_rows
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
+from mlops_assets_tests.processes import wait_until
 from mlops_assets_tests.test_serving.conftest import TOKEN, start_server
 
 DAY = dt.date(2026, 11, 20)
@@ -72,3 +73,78 @@ def test_replayed_and_smoke_traffic_never_enter_the_monitoring_window(registry, 
     served = list(served_rows(store, spec, champion))
     assert {r["request_id"] for r in served} == real_ids
     assert list(served_rows(store, spec, challenger)) == []  # replay and smoke only
+
+
+def test_a_rollout_with_replay_then_real_clients_leaves_only_real_rows_in_the_window(
+    registry, tmp_path
+):
+    """The real rollout (registry desired state, a replica reconciling every 0.5 s) fed by the
+    product's holdout Replay, then real clients: the drift window of the promoted version
+    holds the real clients' rows only, although the replay was answered by it too."""
+    from mlops_assets.serving.analysis import ReplicaStats
+    from mlops_assets.serving.client import Replay, ServingClient
+    from mlops_assets.serving.rollout import Policy, RegistryControl, rollout
+    from mlops_assets.training.tracking import Tracking
+    from mlops_assets_tests.test_serving.test_input_isolation import (
+        _copy_specs,
+        _register_copy,
+        _start,
+    )
+
+    name = f"churn-syn-{tmp_path.name[-12:].replace('_', '-')}"
+    source = get_spec("churn", registry.specs_dir).model_name
+    tracking = Tracking(registry.tracking_uri)
+    tracking.configure()
+    first = _register_copy(
+        registry.tracking_uri, source, registry.versions[("churn", "champion")], name
+    )
+    tracking.promote(name, first)
+    second = _register_copy(
+        registry.tracking_uri, source, registry.versions[("churn", "challenger")], name
+    )
+    specs_dir = _copy_specs(registry, tmp_path, rename={"churn": name})
+    spec = get_spec("churn", specs_dir)
+    proc, url = _start(registry, tmp_path, specs_dir, 0.5, "")
+    replica = ServingClient(url, TOKEN)
+    try:
+
+        def traffic(version):
+            return Replay(replica, "churn", registry.holdout["churn"], threads=2, version=version)
+
+        result = rollout(
+            RegistryControl(tracking, name),
+            ReplicaStats([url], TOKEN),
+            "churn",
+            second,
+            Policy(window_requests=40, timeout_seconds=90, lease_seconds=30,
+                   max_prediction_shift=3.0),
+            traffic=traffic,
+            log=lambda m: None,
+        )  # fmt: skip
+        assert result.decision == "promoted", result.reason
+
+        def serves_second_alone() -> bool:
+            d = replica.deployment("churn")
+            return d["production"] == second and d["candidate"] is None
+
+        wait_until("the promotion served", serves_second_alone, 60, proc, tmp_path / "serve.log")
+        real = send_traffic(url, spec, DAY, rows=30, batch=3, seed=7)
+        assert not real.errors and real.versions == {second: 30}
+        os.killpg(proc.pid, signal.SIGTERM)  # a clean stop commits every segment
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    store = LocalStore(
+        tmp_path / "data" / "lakefs-local", predictions_repository(spec.dataset.repository)
+    )
+    logged = []
+    for path in store.list("main", "predictions/churn/"):
+        logged += read_rows(store.get("main", path))
+    replayed = [r for r in logged if r["model_version"] == second and r["synthetic"] == "replay"]
+    assert len(replayed) >= 40  # the candidate's window was filled by the replay
+    window = current_window(store, spec, second, rows=10_000)
+    assert len(window) == 30
+    assert {r["request_id"] for r in served_rows(store, spec, second)} == {
+        label["request_id"] for label in real.labels
+    }
