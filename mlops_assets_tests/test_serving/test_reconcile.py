@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mlops_assets.serving.analysis import AnalysisError, merge, replica_urls
+from mlops_assets.serving.analysis import (
+    AnalysisError,
+    PrometheusStats,
+    ReplicaStats,
+    merge,
+    replica_urls,
+)
 from mlops_assets.serving.reconcile import (
     ROLLOUT_TAG,
     Desired,
@@ -18,6 +24,7 @@ from mlops_assets.serving.reconcile import (
 from mlops_assets.serving.rollout import Policy, judge
 from mlops_assets.serving.state import Deployment
 from mlops_assets.settings import Settings, SettingsError
+from mlops_assets_tests.processes import free_port
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -142,3 +149,18 @@ def test_settings_read_the_replicas_prometheus_and_lease():
     assert Settings.from_env({}).serving_replicas == ()
     with pytest.raises(SettingsError, match="MLOPS_ROLLOUT_LEASE_SECONDS"):
         Settings.from_env({"MLOPS_ROLLOUT_LEASE_SECONDS": "0"})
+
+
+def test_an_unreachable_replica_or_prometheus_is_an_error_never_a_partial_view():
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(AnalysisError, match=f"replica {down} could not be read"):
+        ReplicaStats([down], "token", timeout=2).stats("churn", T0)
+    assert (
+        ReplicaStats([down], "token", timeout=2)
+        .lagging("churn", ALONE_1)[0]
+        .startswith(f"{down}: unreachable")
+    )
+    with pytest.raises(AnalysisError, match="did not answer"):
+        PrometheusStats(down, timeout=2).stats("churn", T0, now=T0 + 60)
+    with pytest.raises(AnalysisError, match="no replicas"):
+        ReplicaStats([]).stats("churn", T0)
