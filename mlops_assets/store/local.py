@@ -86,6 +86,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _write_all(files: builtins.list[tuple[Path, bytes]]) -> None:
+    """Write several files durably, all in flight at once, then sync their directories.
+    Concurrent fsyncs share the filesystem's journal commits: measured here, six small files
+    take ~10 ms instead of ~24 ms one after another."""
+    with ThreadPoolExecutor(max_workers=min(len(files), 8)) as pool:
+        list(pool.map(lambda item: _write_synced(*item), files))
+        list(pool.map(_fsync_dir, {path.parent for path, _ in files}))
+
+
 def _dump(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, indent=1).encode()
 
@@ -195,22 +204,13 @@ class LocalStore(VersionedStore):
     def _root_of(self, commit_id: str) -> str | None:
         return self._root(self._read_commit(commit_id))
 
-    def _write_nodes(self, nodes: dict[str, bytes]) -> None:
-        """Make tree nodes durable: each file synced and renamed, then the directory once."""
+    def _new_nodes(self, nodes: dict[str, bytes]) -> list[tuple[Path, bytes]]:
+        """The tree node files not on disk yet, as (path, bytes)."""
         directory = self.path / "trees"
         if not directory.is_dir():  # a repository from before trees existed
             directory.mkdir(exist_ok=True)
             _fsync_dir(self.path)
-        new = [(directory / i, d) for i, d in nodes.items() if not (directory / i).exists()]
-        if len(new) > 1:
-            # fsyncs of several files in flight at once share the filesystem's journal
-            # commits: measured, six nodes in ~10 ms instead of ~24 ms one after another.
-            with ThreadPoolExecutor(max_workers=min(len(new), 8)) as pool:
-                list(pool.map(lambda item: _write_synced(*item), new))
-        elif new:
-            _write_synced(*new[0])
-        if new:
-            _fsync_dir(directory)
+        return [(directory / i, d) for i, d in nodes.items() if not (directory / i).exists()]
 
     def _view(self, ref: str, with_staging: bool = True) -> tuple[str | None, dict]:
         """(root tree id, staged changes) at ``ref``; staging only on a branch."""
@@ -276,11 +276,6 @@ class LocalStore(VersionedStore):
         metadata: dict[str, str],
     ) -> Commit:
         parents = [p for p in parents if p]
-        # Tree nodes first (with those of any old-format tree this one shares), then the record.
-        legacy = dict(self._legacy_nodes)
-        self._write_nodes({**legacy, **nodes.pending})
-        for node_id in legacy:  # on disk now: read from there
-            self._legacy_nodes.pop(node_id, None)
         body = {
             "parents": parents,
             "generation": 1
@@ -294,7 +289,13 @@ class LocalStore(VersionedStore):
         }
         commit_id = hashlib.sha256(_dump(body)).hexdigest()
         body["id"] = commit_id
-        _atomic_write(self.path / "commits" / f"{commit_id}.json", _dump(body))
+        # Tree nodes (with those of any old-format tree this one shares) and the record are
+        # durable before the caller moves the branch; nothing refers to them until then.
+        legacy = dict(self._legacy_nodes)
+        files = self._new_nodes({**legacy, **nodes.pending})
+        _write_all([*files, (self.path / "commits" / f"{commit_id}.json", _dump(body))])
+        for node_id in legacy:  # on disk now: read from there
+            self._legacy_nodes.pop(node_id, None)
         return self._to_commit(body)
 
     @staticmethod
