@@ -273,6 +273,8 @@ class PredictionLog:
     def _write_group(self, batch: list[tuple]) -> None:
         """Write every queued request, sync each touched segment once, then tell the waiters:
         those whose line is on disk succeed, the others fail (and are not acknowledged)."""
+        if not batch:  # an idle wake-up: nothing to sync
+            return
         done: list[tuple] = []
         failed: list[tuple] = []
         touched: dict[str, object] = {}
