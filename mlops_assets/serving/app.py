@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import orjson
 
+from mlops_assets.serving.compiled import runtime_of
 from mlops_assets.serving.metrics import Metrics
 from mlops_assets.serving.predlog import LogError, PredictionLog
 from mlops_assets.serving.reconcile import reconciled
@@ -267,6 +268,7 @@ class InferenceServer:
                 served.pipelines[version] = await asyncio.to_thread(
                     self.load_version, served.spec, version
                 )
+                self.metrics.loaded(name, version, runtime_of(served.pipelines[version]))
             previous = served.deployment.versions()
             served.deployment = deployment  # the atomic switch
             for v in (*sorted(previous), *sorted(deployment.versions())):
@@ -280,6 +282,7 @@ class InferenceServer:
                 if v not in keep and len(served.pipelines) > 3:
                     served.pipelines.pop(v, None)
                     served.batchers.pop(v, None)
+                    self.metrics.unloaded(name, v)
         log.info("model %s now serves %s", name, deployment)
         return deployment
 
@@ -536,14 +539,15 @@ class InferenceServer:
                     "inputs": served.schema.describe(),
                     "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
                 }
+                loaded = [v for v in sorted(served.deployment.versions()) if v in served.pipelines]
+                # which runtime answers each version: onnxruntime (parity verified) or skops
+                runtimes = {v: runtime_of(served.pipelines[v]) for v in loaded}
+                parameters: dict = {"runtimes": runtimes}
                 if served.spec.task == "classification":
-                    meta["parameters"] = {
-                        "decision_thresholds": {
-                            v: decision_threshold(served.pipelines[v])
-                            for v in sorted(served.deployment.versions())
-                            if v in served.pipelines
-                        }
+                    parameters["decision_thresholds"] = {
+                        v: decision_threshold(served.pipelines[v]) for v in loaded
                     }
+                meta["parameters"] = parameters
                 return "/v2/models/{name}", 200, json.dumps(meta).encode(), name, ""
             if method == "GET" and rest == ["ready"]:
                 reason = served.not_ready()

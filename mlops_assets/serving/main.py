@@ -55,7 +55,10 @@ def build_server(
     tracking.configure()
 
     def load_version(spec: ModelSpec, version: str):
-        return tracking.load_model(spec.model_name, version)
+        # ONNX Runtime where the gate verified the version's ONNX graph, else the skops model
+        from mlops_assets.serving.compiled import load_for_serving
+
+        return load_for_serving(tracking, spec.model_name, version)[0]
 
     def resolve_production(spec: ModelSpec) -> Desired:
         # the alias and the rollout tag in one registry call: the state every replica shares

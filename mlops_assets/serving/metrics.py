@@ -49,6 +49,7 @@ class Metrics:
         self.violations: dict[tuple, int] = defaultdict(int)  # (model, field, rule): flagged
         self.batch_retries: dict[tuple, int] = defaultdict(int)  # (model, version)
         self.load_failures: dict[str, int] = defaultdict(int)  # model
+        self.runtimes: dict[tuple[str, str], str] = {}  # (model, version) -> onnxruntime | skops
         # The prediction log's counters: (metric name, labels dict) -> value, read at render
         self.log_counters: Callable[[], dict[str, LogCounter]] | None = None
 
@@ -67,6 +68,12 @@ class Metrics:
 
     def load_failed(self, model: str) -> None:
         self.load_failures[model] += 1
+
+    def loaded(self, model: str, version: str, runtime: str) -> None:
+        self.runtimes[(model, version)] = runtime
+
+    def unloaded(self, model: str, version: str) -> None:
+        self.runtimes.pop((model, version), None)
 
     def predicted(self, model: str, version: str, values: np.ndarray) -> None:
         self.rows[(model, version)] += len(values)
@@ -122,6 +129,15 @@ class Metrics:
             {(m,): v for m, v in self.load_failures.items()},
             ("model",),
             labels,
+        )
+        out += self._counter(
+            "mlops_model_runtime",
+            "1 for each loaded model version, labelled with the runtime that answers it: "
+            "onnxruntime (its ONNX graph passed the gate's parity check) or skops.",
+            {(m, v, r): 1 for (m, v), r in self.runtimes.items()},
+            ("model", "version", "runtime"),
+            labels,
+            "gauge",
         )
         if self.log_counters is not None:
             for name, (help_, kind, names, values) in self.log_counters().items():

@@ -5,6 +5,8 @@ Runtime only where parity passed. Pipelines that do not convert, or whose graph 
 are recorded with the reason and served by skops."""
 
 import datetime as dt
+import json
+import urllib.request
 
 import numpy as np
 import pandas as pd
@@ -19,8 +21,10 @@ from mlops_assets.training.evaluate import evaluate
 from mlops_assets.training.pipeline import build_pipeline
 from mlops_assets.training.run import lineage_tags, train_and_log
 from mlops_assets.training.tracking import Tracking, log_model, model_bytes, register
-from mlops_assets.training.train import decision_threshold, fit, inputs, split
+from mlops_assets.training.train import decision_threshold, fit, inputs, records, split
 from mlops_assets_tests.conftest import pin_mlflow_http_env
+from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
+from mlops_assets_tests.servers import server_env
 
 END = dt.date(2027, 3, 14)
 
@@ -115,7 +119,7 @@ def test_every_estimator_converts_and_answers_the_holdout_like_scikit_learn(name
     assert parity.max_abs_diff is not None and parity.max_abs_diff <= 1e-12
 
 
-def test_a_forest_classifier_serves_by_onnx_runtime_after_the_gate_verified_it(tracking):
+def test_a_forest_classifier_serves_by_onnx_runtime_after_the_gate_verified_it(tracking, tmp_path):
     spec = get_spec("churn")  # the packaged forest, threshold chosen on a validation slice
     features = _features(spec)
     x, y = split(features, spec, "holdout")
@@ -147,6 +151,48 @@ def test_a_forest_classifier_serves_by_onnx_runtime_after_the_gate_verified_it(t
 
     plain, runtime = load_for_serving(tracking, spec.model_name, version, compiled=False)
     assert runtime == runtime_of(plain) == "skops"
+
+    # The real server over HTTP answers that version with ONNX Runtime, says so, and answers
+    # what the skops model answers.
+    record = records(x.head(1), spec)[0]
+    expected = float(skops.predict_proba(x.head(1))[0, 1])
+    _served_by_onnx_runtime(tracking, spec, version, record, expected, tmp_path)
+
+
+def _served_by_onnx_runtime(tracking, spec, version, record, expected, tmp_path) -> None:
+    port = free_port()
+    env = server_env(
+        MLFLOW_TRACKING_URI=tracking.tracking_uri,
+        MLOPS_DATA_DIR=str(tmp_path / "data"),
+        MLOPS_SERVING_TOKEN="t",
+    )
+    log = tmp_path / "serve.log"
+    proc = start(
+        [str(BIN / "mlops"), "serve", "--port", str(port), "--poll-seconds", "0"], env, log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until("churn served", lambda: _get(f"{url}/v2/models/churn/ready"), 120, proc, log)
+        meta = json.loads(_get(f"{url}/v2/models/churn"))
+        assert meta["parameters"]["runtimes"] == {version: "onnxruntime"}
+        metric = f'mlops_model_runtime{{model="churn",version="{version}",runtime="onnxruntime"}} 1'
+        assert metric in _get(f"{url}/metrics").decode()
+        req = urllib.request.Request(
+            f"{url}/predict",
+            data=json.dumps({"model": "churn", "records": [record]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            answer = json.loads(r.read())
+        assert answer["model_version"] == version
+        assert answer["probabilities"] == [expected]
+    finally:
+        stop(proc)
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
 
 
 def test_a_gradient_boosting_regressor_serves_by_onnx_runtime(tracking):
