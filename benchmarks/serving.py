@@ -32,6 +32,7 @@ from pathlib import Path
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Mlops-Synthetic"] = "bench"
 local f = io.open("{body}", "rb")
 wrk.body = f:read("*a")
 f:close()
