@@ -42,7 +42,7 @@ import orjson
 from mlops_assets.serving.compiled import runtime_of
 from mlops_assets.serving.metrics import Metrics
 from mlops_assets.serving.predlog import LogError, PredictionLog
-from mlops_assets.serving.reconcile import reconciled
+from mlops_assets.serving.reconcile import Desired, reconciled
 from mlops_assets.serving.schema import InputError, InputSchema
 from mlops_assets.serving.state import Deployment, Window
 from mlops_assets.specs import ModelSpec
@@ -206,6 +206,7 @@ class InferenceServer:
 
     async def startup(self) -> None:
         self._swap_lock = asyncio.Lock()
+        self._last_desired: dict[str, Desired | str | None] = {}  # model -> last state read
         if self.resolve_production:
             await self.sync_production()
         if self.poll_seconds > 0 and self.resolve_production:
@@ -236,7 +237,18 @@ class InferenceServer:
         for served in self.models.values():
             version = None
             try:  # each model on its own: one that cannot load never holds back the others
-                desired = await asyncio.to_thread(resolve, served.spec)
+                try:
+                    desired = await asyncio.to_thread(resolve, served.spec)
+                except Exception:
+                    # The registry cannot be read: keep applying the state last read from it,
+                    # so a canary whose lease runs out still ends, on versions already loaded.
+                    last = self._last_desired.get(served.spec.name)
+                    offline = None if last is None else reconciled(last, time.time())
+                    loaded = served.pipelines.keys()
+                    if offline and offline != served.deployment and offline.versions() <= loaded:
+                        await self.deploy(served.spec.name, offline)
+                    raise
+                self._last_desired[served.spec.name] = desired
                 wanted = reconciled(desired, time.time())
                 version = wanted.production
                 if version and wanted != served.deployment:

@@ -15,10 +15,12 @@ metrics in a real Prometheus). Every wait polls with a generous deadline; nothin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +34,7 @@ import pytest
 
 from mlops_assets.serving.analysis import AnalysisError, PrometheusStats, ReplicaStats
 from mlops_assets.serving.client import Replay, ServingClient
-from mlops_assets.serving.reconcile import ROLLOUT_TAG
+from mlops_assets.serving.reconcile import ROLLOUT_TAG, Rollout
 from mlops_assets.serving.rollout import Policy, RegistryControl, rollout
 from mlops_assets.specs.model import get_spec
 from mlops_assets.training.tracking import PRODUCTION, Tracking
@@ -298,7 +300,7 @@ def policy(**kw) -> Policy:
     return Policy(**{**base, **kw})
 
 
-def roll(cluster, role, analysis=None, traffic=None, **kw):
+def roll(cluster, role, analysis=None, traffic=None, log=lambda m: None, **kw):
     return rollout(
         cluster.control(),
         analysis or cluster.every_replica(),
@@ -306,7 +308,7 @@ def roll(cluster, role, analysis=None, traffic=None, **kw):
         cluster.version(role),
         policy(**kw),
         traffic=traffic,
-        log=lambda m: None,
+        log=log,
     )
 
 
@@ -350,14 +352,22 @@ def test_a_replica_killed_mid_canary_stops_the_promotion(champion_alone):
         "mode": "canary",
     }
 
+    watching = threading.Event()
+
+    def seen(message: str) -> None:  # the rollout saw the canary on every replica
+        if "on every replica" in message:
+            watching.set()
+
     def run():  # a window it cannot fill before the kill: still watching when it happens
         done["result"] = roll(
-            c, "challenger", canary_weight=0.3, window_requests=10**9, timeout_seconds=30
-        )
+            c, "challenger", log=seen, canary_weight=0.3, window_requests=10**9,
+            timeout_seconds=60,
+        )  # fmt: skip
 
     with Clients(c.lb, c.registry.holdout["churn"]) as clients:
         watcher = threading.Thread(target=run)
         watcher.start()
+        wait_until("the rollout watching", watching.is_set, 120)
         c.wait_all(canary, "the canary on every replica")
         os.killpg(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(30)
@@ -491,6 +501,81 @@ def test_prometheus_judges_over_every_replica_and_refuses_a_target_that_is_down(
     assert good.candidate_stats["requests"] >= 60 and good.candidate_stats["errors"] == 0
     assert clients.failures == []
     c.wait_all(alone(c.version("challenger")), "every replica on the challenger")
+
+
+class Cuttable:
+    """A TCP forwarder to the registry that the test cuts: for the one replica behind it the
+    registry is then unreachable for real (connections refused), while everyone else's works."""
+
+    def __init__(self, target: str):
+        self.target = target.removeprefix("http://").split(":")
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection((self.target[0], int(self.target[1])))
+            except OSError:
+                return
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self.listener.close()
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+
+def test_a_replica_cut_off_from_the_registry_still_ends_an_expired_canary(champion_alone, tmp_path):
+    """The lease is applied by each replica from the state it last read: a replica that can no
+    longer reach the registry still drops a canary whose lease ran out, by itself."""
+    c = champion_alone
+    link = Cuttable(c.registry.tracking_uri)
+    lone = Replica(free_port(), tmp_path / "lone", tmp_path / "lone.log")
+    cmd = [str(BIN / "mlops"), "serve", "--port", str(lone.port), "--poll-seconds", "0.5"]
+    lone.proc = start(
+        cmd,
+        {**c.env, "MLOPS_DATA_DIR": str(lone.data_dir), "MLFLOW_TRACKING_URI": link.url},
+        lone.log,
+    )
+    try:
+        c.wait_ready(lone)
+        lease = _now() + 60  # the replicas compare it with their own clock
+        canary = Rollout(
+            "cut", c.version("challenger"), 0.3, "canary", lease, c.version("champion")
+        )
+        c.control().write(canary)
+        expected = {
+            "production": c.version("champion"),
+            "candidate": c.version("challenger"),
+            "weight": 0.3,
+            "mode": "canary",
+        }
+        c.wait_all(expected, "the canary on the lone replica", [lone])
+        link.cut()
+        c.wait_all(alone(c.version("champion")), "the lone replica on the champion", [lone])
+        # it decided alone: the registry still holds the (expired) tag nobody deleted
+        assert c.control().desired().rollout == canary
+        # and it said why it could not follow the registry
+        assert "from the registry: TrackingUnavailable" in lone.log.read_text()
+    finally:
+        link.cut()
+        stop(lone.proc)
 
 
 def _now() -> float:
