@@ -1,16 +1,18 @@
 """The local store's content-addressed trees: a commit costs what it changes, old repositories
 keep working, and a crash while tree nodes are written loses nothing."""
 
+import contextlib
 import hashlib
 import json
 import random
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
-from mlops_assets.store import Change, MergeConflict, NotFound, StoreError
+from mlops_assets.store import Change, MergeConflict, NotFound, NothingToCommit, StoreError
 from mlops_assets.store import trees as tree_nodes
 from mlops_assets.store.local import LocalStore
 
@@ -311,3 +313,45 @@ def test_split_directories_stay_within_the_leaf_limit(repo):
         _commit_file(other, other.commit("main", "ten").id)["root"]
         == (_commit_file(repo, c.id)["root"])
     )
+
+
+def test_threads_sharing_one_store_commit_and_read_consistently(tmp_path):
+    # Real threads on one store object, on top of an old-format history: writers commit,
+    # a reader lists at each head it sees and must find every tree it reads complete.
+    _old_repository(tmp_path, OLD)
+    s = LocalStore(tmp_path, "demo")
+    errors: list[BaseException] = []
+    seen_sizes: list[int] = []
+    done = threading.Event()
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(8):
+                s.put("main", f"t{w}/{i}.csv", f"{w},{i}".encode())
+                with contextlib.suppress(NothingToCommit):
+                    s.commit("main", f"thread {w} item {i}")
+        except BaseException as e:  # reported below, with the thread that raised it
+            errors.append(e)
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                head = s.head("main")
+                seen_sizes.append(len(s.list(head)))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(3)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    done.set()
+    watcher.join(120)
+    assert errors == []
+    expected = {*OLD, "staged.csv", *(f"t{w}/{i}.csv" for w in range(3) for i in range(8))}
+    assert s.list("main") == sorted(expected)
+    assert LocalStore(tmp_path, "demo").list("main") == sorted(expected)  # all on disk
+    assert seen_sizes and min(seen_sizes) >= len(OLD)
