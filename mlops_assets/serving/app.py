@@ -68,9 +68,20 @@ def no_production_message(name: str) -> str:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str, field: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        field: str | None = None,
+        model: str = "",
+        version: str = "",
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.field = status, message, kind, field
+        # the model and version that failed, for the request metric's labels (a rollout's
+        # Prometheus analysis charges a failure to the version that answered it)
+        self.model, self.version = model, version
 
 
 @dataclass
@@ -313,7 +324,7 @@ class InferenceServer:
         try:
             _, status, body, model, version = await self._route(scope, receive, method, path)
         except HTTPError as e:
-            status = e.status
+            status, model, version = e.status, e.model or model, e.version or version
             self.metrics.error(route, e.kind)
             payload = {"error": e.message}
             if e.field:
@@ -470,6 +481,8 @@ class InferenceServer:
                 500,
                 f"model {served.spec.name} version {version} failed: {type(e).__name__}: {e}",
                 "model_error",
+                model=served.spec.name,
+                version=version,
             ) from None
         values = proba if proba is not None else labels
         served.window(version).record(time.perf_counter() - started, False, float(np.mean(values)))

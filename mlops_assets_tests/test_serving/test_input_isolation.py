@@ -249,6 +249,11 @@ def test_flag_serves_and_counts_and_a_bad_row_fails_only_its_own_request(registr
     )
     # the culprit shared batches with the good clients (7 clients, one event loop)
     assert _counter(metrics, "mlops_batch_retries_total", model="churn") > 0
+    # each failure is charged to the model and version that failed (a rollout's Prometheus
+    # analysis reads these labels), never to an empty label
+    failed = _counter(metrics, "mlops_requests_total", model="churn", code="500")
+    assert failed == len(codes["bad"])
+    assert _counter(metrics, "mlops_requests_total", version="", code="500") == 0
 
 
 def _register_copy(tracking_uri: str, source_name: str, version: str, name: str) -> str:
