@@ -157,13 +157,15 @@ class PrometheusStats:
     def lagging(self, model: str, wanted: Deployment) -> list[str]:
         return []  # replicas are not addressable here; the lease and the figures cover it
 
-    def query(self, promql: str, at: float) -> list[dict]:
-        """An instant query; the result vector (``[{"metric": {...}, "value": [t, "v"]}]``)."""
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        """An instant query; the result vector (``[{"metric": {...}, "value": [t, "v"]}]``).
+        Evaluated at Prometheus's own present unless ``at`` is given: the windows are durations
+        measured here, so a clock that differs between this job and Prometheus changes nothing.
+        """
+        params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
         try:
             r = httpx.get(
-                f"{self.url.rstrip('/')}/api/v1/query",
-                params={"query": promql, "time": f"{at:.3f}"},
-                timeout=self.timeout,
+                f"{self.url.rstrip('/')}/api/v1/query", params=params, timeout=self.timeout
             )
             body = r.json()
         except (httpx.HTTPError, ValueError) as e:
@@ -180,14 +182,14 @@ class PrometheusStats:
             raise AnalysisError(f"Prometheus {self.url}: {promql!r} is not an instant vector")
         return result
 
-    def _scalar(self, promql: str, at: float) -> float | None:
+    def _scalar(self, promql: str, at: float | None = None) -> float | None:
         rows = self.query(promql, at)
         if not rows:
             return None
         value = float(rows[0]["value"][1])
         return value if math.isfinite(value) else None
 
-    def targets_up(self, at: float) -> int:
+    def targets_up(self, at: float | None = None) -> int:
         """How many replicas are scraped; raises if any is down or none is found."""
         rows = self.query(f"up{{{self.selector}}}", at)
         if not rows:
@@ -206,16 +208,17 @@ class PrometheusStats:
     def stats(
         self, model: str, since: float, candidate: str | None = None, now: float | None = None
     ) -> dict[str, dict]:
-        """Each version's figures since ``since``. A failed request the server exported
-        without its model and version (``model=""``, status 5xx) is charged to ``candidate``:
-        the metrics cannot say which version failed, and a doubt must never promote."""
-        at = time.time() if now is None else now
-        replicas = self.targets_up(at)
-        window = f"{max(1, math.ceil(at - since))}s"
+        """Each version's figures since ``since`` (this process's clock: only the elapsed time
+        is sent, as the window's length). A failed request exported without its model and
+        version (``model=""``, status 5xx) is charged to ``candidate``: a doubt must never
+        promote. ``now`` pins the local present (tests); Prometheus evaluates at its own."""
+        elapsed = (time.time() if now is None else now) - since
+        replicas = self.targets_up()
+        window = f"{max(1, math.ceil(elapsed))}s"
         sel = f'{self.selector},model="{model}"'
         req = f'{sel},route=~"{PREDICT_ROUTES}"'
         counts = self.query(
-            f"sum by (version, code) (increase(mlops_requests_total{{{req}}}[{window}]))", at
+            f"sum by (version, code) (increase(mlops_requests_total{{{req}}}[{window}]))"
         )
         out: dict[str, dict] = {}
         for row in counts:
@@ -231,7 +234,6 @@ class PrometheusStats:
             orphans = self._scalar(
                 f'sum(increase(mlops_requests_total{{{self.selector},model="",code=~"5..",'
                 f'route=~"{PREDICT_ROUTES}"}}[{window}]))',
-                at,
             )
             if orphans and round(orphans) > 0:
                 s = out.setdefault(candidate, {"requests": 0.0, "errors": 0.0})
@@ -245,13 +247,11 @@ class PrometheusStats:
             p95 = self._scalar(
                 "histogram_quantile(0.95, sum by (le) (increase("
                 f'mlops_request_seconds_bucket{{{v},route=~"{PREDICT_ROUTES}"}}[{window}])))',
-                at,
             )
             s["p95_ms"] = None if p95 is None else p95 * 1000
             s["mean_prediction"] = self._scalar(
                 f"sum(increase(mlops_prediction_value_sum{{{v}}}[{window}])) / "
                 f"sum(increase(mlops_prediction_value_count{{{v}}}[{window}]))",
-                at,
             )
             s["replicas"] = replicas
         return out

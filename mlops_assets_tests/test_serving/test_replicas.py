@@ -474,15 +474,15 @@ def test_prometheus_judges_over_every_replica_and_refuses_a_target_that_is_down(
 ):
     c = champion_alone
     prom = PrometheusStats(c.prometheus, 'job="mlops-inference"')
-    wait_until("three scraped replicas", lambda: prom.targets_up(_now()) == 3, 60)
+    wait_until("three scraped replicas", lambda: _scraped(prom) == 3, 60)
     with pytest.raises(AnalysisError, match="are down"):
-        PrometheusStats(c.prometheus, 'job="mlops-down"').targets_up(_now())
+        PrometheusStats(c.prometheus, 'job="mlops-down"').targets_up()
     with pytest.raises(AnalysisError, match="scrapes no replica"):
-        PrometheusStats(c.prometheus, 'job="no-such-job"').targets_up(_now())
+        PrometheusStats(c.prometheus, 'job="no-such-job"').targets_up()
 
-    # a candidate that fails every request: the servers export those 500s without a version,
-    # and the analysis charges them to the candidate (its own replayed traffic: no clients here,
-    # a failing canary fails some of theirs by definition)
+    # a candidate that fails every request: the servers export those 500s under its version
+    # (its own replayed traffic: no clients here, a failing canary fails some of theirs by
+    # definition)
     lb = ServingClient(c.lb)
     faulty = roll(
         c, "faulty", analysis=prom, canary_weight=0.3, window_requests=20,
@@ -576,6 +576,14 @@ def test_a_replica_cut_off_from_the_registry_still_ends_an_expired_canary(champi
     finally:
         link.cut()
         stop(lone.proc)
+
+
+def _scraped(prom: PrometheusStats) -> int:
+    """Replicas Prometheus scrapes; 0 until its first scrape has reported them."""
+    try:
+        return prom.targets_up()
+    except AnalysisError:
+        return 0
 
 
 def _now() -> float:
