@@ -196,9 +196,10 @@ def _prepare(work: Path, rows_per_day: int):
     from mlops_assets.quality import load_dataset
     from mlops_assets.specs.model import get_spec
     from mlops_assets.store.local import LocalStore
+    from mlops_assets.training.evaluate import evaluate
     from mlops_assets.training.run import lineage_tags, train_and_log
     from mlops_assets.training.tracking import register, tracking_from_env
-    from mlops_assets.training.train import records
+    from mlops_assets.training.train import records, split
 
     spec = get_spec("churn")
     store = LocalStore(work / "data" / "lakefs-local", spec.dataset.repository)
@@ -213,7 +214,13 @@ def _prepare(work: Path, rows_per_day: int):
     with mlflow.start_run() as run:
         logged = train_and_log(tracking, spec, features, spec.model, tags)
     version = register(tracking, spec.model_name, logged.model_uri, run.info.run_id, tags).version
-    tracking.promote(spec.model_name, version)
+    # Through the platform's own gate, as a trained model reaches production: it promotes the
+    # version and checks its ONNX graph's parity, so our server runs what it runs in production.
+    x, y = split(features, spec, "holdout")
+    gate = evaluate(tracking, spec, version, x, y, spec.evaluation)
+    if not gate.decision.promote:
+        raise RuntimeError(f"the benchmark's model was refused by its gate: {gate.decision}")
+    print(f"bench: version {version} gated; ONNX parity: {gate.parity}", flush=True)
     holdout = records(features[features[SPLIT] == "holdout"], spec)
     return spec, logged.trained.pipeline, version, holdout, tracking.tracking_uri
 
