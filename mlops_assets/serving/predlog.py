@@ -125,6 +125,11 @@ class PredictionLog:
         self.commits: dict[str, int] = defaultdict(int)  # model
         self.commit_failures: dict[str, int] = defaultdict(int)  # model
         self.quarantined: dict[str, int] = defaultdict(int)  # model: lines moved aside
+        # Segments this process closed itself, with their row counts: every line was written
+        # whole and synced by the writer, so their commit neither re-checks nor re-counts them
+        # (parsing thousands of lines on the committer holds the GIL and stalls requests).
+        # Only segments recovered after a crash can hold a torn line; those are checked.
+        self._closed_rows: dict[Path, int] = {}
         for m in models:  # every series exists from the start, so alerts can rate() it
             for d in (self.rows_written, self.rows_committed, self.commits):
                 d[m] += 0
@@ -402,6 +407,7 @@ class PredictionLog:
                 os.fsync(f.fileno())
                 f.close()
                 closed = path.with_name(path.name.replace("open-", "segment-"))
+                self._closed_rows[closed] = rows  # before the committer can see the file
                 os.replace(path, closed)
                 _fsync_dir(path.parent)
                 del self._open[model]
@@ -428,9 +434,15 @@ class PredictionLog:
             model = model_dir.name
             try:
                 for p in closed:  # a corrupt line never blocks the commit of the others
-                    self._clean(p)
+                    if p not in self._closed_rows:
+                        self._clean(p)
                 closed = [p for p in closed if p.stat().st_size > 0]
-                rows = sum(r["rows"] for p in closed for r in _records(p.read_bytes()))
+                rows = sum(
+                    self._closed_rows[p]
+                    if p in self._closed_rows
+                    else sum(r["rows"] for r in _records(p.read_bytes()))
+                    for p in closed
+                )
                 if closed:
                     self.commit(model, closed)
             except NothingToCommit:  # committed before a crash kept us from renaming them
@@ -445,6 +457,7 @@ class PredictionLog:
             for p in sorted(model_dir.glob("segment-*.jsonl")):
                 if p in closed or p.stat().st_size == 0:
                     p.rename(p.with_suffix(".committed"))
+                    self._closed_rows.pop(p, None)
         return failed
 
     def close(self) -> None:
