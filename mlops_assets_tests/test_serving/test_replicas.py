@@ -555,7 +555,9 @@ def test_a_replica_cut_off_from_the_registry_still_ends_an_expired_canary(champi
     )
     try:
         c.wait_ready(lone)
-        lease = _now() + 60  # the replicas compare it with their own clock
+        # The replicas compare the lease with their own clock. It must outlast the wait for
+        # the canary and the cut (a minute was not always enough on a loaded machine).
+        lease = _now() + 90
         canary = Rollout(
             "cut", c.version("challenger"), 0.3, "canary", lease, c.version("champion")
         )
@@ -568,6 +570,7 @@ def test_a_replica_cut_off_from_the_registry_still_ends_an_expired_canary(champi
         }
         c.wait_all(expected, "the canary on the lone replica", [lone])
         link.cut()
+        assert _now() < lease - 5, "the lease ran out before the link was cut: nothing tested"
         c.wait_all(alone(c.version("champion")), "the lone replica on the champion", [lone])
         # it decided alone: the registry still holds the (expired) tag nobody deleted
         assert c.control().desired().rollout == canary
