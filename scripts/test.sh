@@ -18,6 +18,6 @@ if [[ "${LD_PRELOAD:-}" == *libfaketime* && "${LD_PRELOAD}" != *libsemclockwait*
   export LD_PRELOAD="$PWD/.venv/faketime/libsemclockwait.so:$LD_PRELOAD"
 fi
 # Two workers, a test module each at a time (--dist loadfile keeps a module's fixtures in one
-# process): on 2 cores the suite takes about 18 minutes instead of far more, as much of it waits on
-# servers, the daemon and the browser.
+# process): much of the suite waits on servers, the daemon and the browser, so two workers on
+# 2 cores finish it in about 18 minutes.
 exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
