@@ -512,16 +512,26 @@ class Cuttable:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.is_cut = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
                 client, _ = self.listener.accept()
-                upstream = socket.create_connection((self.target[0], int(self.target[1])))
             except OSError:
                 return
-            self.sockets += [client, upstream]
+            with self.lock:
+                if self.is_cut:  # an accept that raced the cut: refuse it, forward nothing
+                    client.close()
+                    return
+                try:
+                    upstream = socket.create_connection((self.target[0], int(self.target[1])))
+                except OSError:
+                    client.close()
+                    continue
+                self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -534,11 +544,18 @@ class Cuttable:
             b.shutdown(socket.SHUT_WR)
 
     def cut(self) -> None:
-        self.listener.close()
-        for s in self.sockets:
+        # shutdown() first: close() alone does not wake a thread blocked in accept() or recv(),
+        # which then went on forwarding a reconnection made after the "cut"
+        with self.lock:
+            self.is_cut = True
             with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            for s in self.sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    s.close()
 
 
 def test_a_replica_cut_off_from_the_registry_still_ends_an_expired_canary(champion_alone, tmp_path):
