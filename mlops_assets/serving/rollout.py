@@ -49,7 +49,7 @@ class Policy:
 
 @dataclass
 class Result:
-    decision: str  # promoted | rolled_back | already_serving | first_deployment
+    decision: str  # promoted | rolled_back | already_serving | first_deployment | champion_moved
     reason: str
     candidate: str
     production_before: str | None
@@ -62,6 +62,17 @@ class Result:
 
 class RolloutBusy(RuntimeError):
     """Another rollout of the model holds a live lease."""
+
+
+class ChampionMoved(RuntimeError):
+    """``production`` no longer names the champion the candidate was compared with."""
+
+    def __init__(self, message: str, now: str | None) -> None:
+        super().__init__(message)
+        self.now = now
+
+
+_UNCHECKED = object()
 
 
 class Analysis(Protocol):
@@ -178,14 +189,29 @@ def rollout(
     traffic: Callable[[str | None], contextlib.AbstractContextManager] | None = None,
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.time,
+    expected_production: object = _UNCHECKED,  # str | None to check
 ) -> Result:
     """Roll ``candidate`` out on ``model`` (the spec's name, as the servers know it).
+
+    Compare-and-set: with ``expected_production`` (the champion the candidate's gate compared
+    it with), the rollout neither starts nor promotes unless ``production`` still names it;
+    otherwise the decision is ``champion_moved`` and nothing moved.
 
     ``traffic(pinned_version)`` (optional) returns a context manager that sends requests while
     the rollout watches (the demo replays the holdout; in production, real traffic flows).
     """
     desired = control.desired()
     production = desired.production
+    if expected_production is not _UNCHECKED and production not in (
+        expected_production,
+        candidate,
+    ):
+        return Result(
+            "champion_moved",
+            f"production is {production or 'unset'}, not {expected_production or 'unset'} as "
+            f"when version {candidate} was compared with it: nothing rolled out",
+            candidate, production, strategy=policy.strategy,
+        )  # fmt: skip
     if production == candidate:
         return Result(
             "already_serving", f"version {candidate} already serves", candidate, production,
@@ -222,7 +248,11 @@ def rollout(
         lease.write()
         _watch(lease, analysis, model, policy, traffic, log, result)
         if result.decision == "promoted":
-            _promote(control, candidate, production, log)
+            try:
+                _promote(control, candidate, production, log)
+            except ChampionMoved as e:
+                result.decision, result.reason = "champion_moved", f"{result.reason}; but {e}"
+                production = e.now
     finally:
         try:
             control.clear(state.rollout_id)
@@ -316,7 +346,16 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
 
 def _promote(control: RegistryControl, candidate: str, production: str, log) -> None:
     """Move the alias: the switch on every replica. If the call fails, say which state the
-    registry is in; the tag is deleted (or expires) either way, so nothing is left half."""
+    registry is in; the tag is deleted (or expires) either way, so nothing is left half.
+    Compare-and-set: if ``production`` moved while the canary ran, nothing moves
+    (``ChampionMoved``): the candidate was judged beside a version that no longer serves."""
+    now = control.desired().production
+    if now != production:
+        raise ChampionMoved(
+            f"production moved from {production} to {now or 'unset'} during the rollout: "
+            f"version {candidate} was not promoted (it was judged beside {production})",
+            now,
+        )
     try:
         control.promote(candidate)
     except Exception as e:

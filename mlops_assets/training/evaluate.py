@@ -7,6 +7,7 @@ interrupted evaluation never leaves an alias on an undecided version.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -58,12 +59,19 @@ def evaluate(
     version: str,
     x: pd.DataFrame,
     y: pd.Series,
-    thresholds: EvaluationSpec,
+    thresholds: EvaluationSpec | gate.Thresholds,
     retry_hint: str = "evaluate it again",
+    extra_tags: dict[str, str] | None = None,
+    on_first_production: Callable[[Evaluation], None] | None = None,
 ) -> Evaluation:
     """Gate ``version`` against the current ``production`` version on ``(x, y)``; record the
     decision on the version; give a passing one ``challenger`` (and ``production`` if there
-    is none yet, and no other gate took it since we looked)."""
+    is none yet, and no other gate took it since we looked).
+
+    The decision, the champion compared against, the thresholds and ``extra_tags`` (the run
+    that gated) are tagged on the version: the record of this evaluation is keyed by the
+    version, never a file shared by concurrent runs. ``on_first_production`` is called after
+    the version became the first ``production`` (the audit trail records it)."""
     name, metric = spec.model_name, thresholds.metric
     model = tracking.load_model(name, version)
     challenger = score(model, x, y, spec)
@@ -100,6 +108,10 @@ def evaluate(
             "gate.reason": decision.reason,
             f"gate.{metric}": str(challenger[metric]),
             "gate.champion_version": result.champion_version or "none",
+            "gate.champion_score": str(champion_scores[metric]) if champion_scores else "none",
+            "gate.bar": str(decision.bar),
+            **(thresholds.tags() if isinstance(thresholds, gate.Thresholds) else {}),
+            **(extra_tags or {}),
             **parity.tags(),
         },
     )
@@ -111,6 +123,8 @@ def evaluate(
         if champion is None and tracking.version_by_alias(name, PRODUCTION) is None:
             tracking.promote(name, version)
             result.aliases_moved.append(PRODUCTION)
+            if on_first_production is not None:
+                on_first_production(result)
     except TrackingUnavailable as e:
         raise TrackingUnavailable(
             f"{e} The gate passed version {version}; aliases moved before the failure: "
