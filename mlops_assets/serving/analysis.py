@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from mlops_assets.serving.client import ServingClient, ServingError
-from mlops_assets.serving.state import Deployment
+from mlops_assets.serving.state import LATENCY_BUCKETS, Deployment
 
 # The routes that answer predictions (metric labels are route templates).
 PREDICT_ROUTES = "/predict|/v2/models/.+/infer"
@@ -76,6 +76,7 @@ def merge(windows: list[dict]) -> dict:
         if w.get("mean_prediction") is not None
     ]
     weight = sum(k for _, k in weighted)
+    le = [w.get("latency_le_ms") for w in windows]
     return {
         "requests": n,
         "errors": errors,
@@ -83,7 +84,30 @@ def merge(windows: list[dict]) -> dict:
         "p95_ms": max(p95s) if p95s else None,
         "mean_prediction": sum(m * k for m, k in weighted) / weight if weight else None,
         "replicas": len(windows),
+        # unknown if any replica did not say (then only the fixed-window rule judges latency)
+        "latency_le_ms": (
+            None
+            if not le or any(x is None for x in le)
+            else {b: sum(x.get(b, 0) for x in le if x is not None) for b in le[0] or {}}
+        ),
     }
+
+
+def slow_bound(slow_ms: float) -> float | None:
+    """The largest latency bound (s) at or under ``slow_ms``: requests over it count as slow
+    (an over-count when the limit lies between bounds, never an under-count)."""
+    under = [b for b in LATENCY_BUCKETS if b * 1000 <= slow_ms + 1e-9]
+    return max(under) if under else None
+
+
+def slow_count(summary: dict, slow_ms: float) -> int | None:
+    """Requests in a merged window slower than ``slow_ms``, if the replicas said."""
+    le = summary.get("latency_le_ms")
+    if le is None:
+        return None
+    bound = slow_bound(slow_ms)
+    fast = 0 if bound is None else int(le.get(f"{bound * 1000:g}", 0))
+    return int(summary.get("requests", 0)) - fast
 
 
 @dataclass
@@ -112,7 +136,9 @@ class ReplicaStats:
             with contextlib.suppress(ServingError):
                 c.reset_stats(model)
 
-    def stats(self, model: str, since: float, candidate: str | None = None) -> dict[str, dict]:
+    def stats(
+        self, model: str, since: float, candidate: str | None = None, slow_ms: float | None = None
+    ) -> dict[str, dict]:
         per_version: dict[str, list[dict]] = {}
         for c in self.clients():
             try:
@@ -124,7 +150,11 @@ class ReplicaStats:
                 ) from None
             for version, summary in windows.items():
                 per_version.setdefault(version, []).append(summary)
-        return {v: merge(ws) for v, ws in per_version.items()}
+        out = {v: merge(ws) for v, ws in per_version.items()}
+        if slow_ms is not None:
+            for summary in out.values():
+                summary["slow"] = slow_count(summary, slow_ms)
+        return out
 
     def lagging(self, model: str, wanted: Deployment) -> list[str]:
         """Replicas not (yet) serving ``wanted``, each with what it serves or why unknown."""
@@ -206,7 +236,12 @@ class PrometheusStats:
         return len(rows)
 
     def stats(
-        self, model: str, since: float, candidate: str | None = None, now: float | None = None
+        self,
+        model: str,
+        since: float,
+        candidate: str | None = None,
+        slow_ms: float | None = None,
+        now: float | None = None,
     ) -> dict[str, dict]:
         """Each version's figures since ``since`` (this process's clock: only the elapsed time
         is sent, as the window's length). A failed request exported without its model and
@@ -254,4 +289,15 @@ class PrometheusStats:
                 f"sum(increase(mlops_prediction_value_count{{{v}}}[{window}]))",
             )
             s["replicas"] = replicas
+            if slow_ms is not None:
+                bound = slow_bound(slow_ms)
+                fast = (
+                    0.0
+                    if bound is None
+                    else self._scalar(
+                        f"sum(increase(mlops_request_seconds_bucket{{{v},"
+                        f'route=~"{PREDICT_ROUTES}",le="{bound}"}}[{window}]))',
+                    )
+                )
+                s["slow"] = None if fast is None else max(0, s["requests"] - round(fast))
         return out

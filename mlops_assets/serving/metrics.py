@@ -11,7 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+from mlops_assets.serving.state import LATENCY_BUCKETS
+
 # help, type (counter or gauge), label names, label values -> value
 LogCounter = tuple[str, str, tuple[str, ...], dict[tuple, float]]
 PREDICTION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 10, 100, 1000)

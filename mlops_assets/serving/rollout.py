@@ -10,8 +10,12 @@ analysis reads every replica (:mod:`mlops_assets.serving.analysis`).
 Canary: the candidate answers ``canary_weight`` of the requests on every replica. Blue-green:
 the candidate is loaded beside production with no traffic, answers pinned smoke traffic, then
 takes all of it in one switch (the alias move; the old version stays loaded, idle). Either way
-the candidate must answer ``window_requests`` requests, summed over the replicas, with an error
-rate, p95 latency and mean prediction within bounds; then the alias moves to it, or it does not.
+the candidate's requests, summed over the replicas, are judged as they come: by default a
+sequential test (:mod:`mlops_assets.serving.sequential`) promotes or rolls back as soon as the
+evidence on errors, latency and the mean prediction supports it, at stated error rates, and
+``window_requests`` is the most it waits for; with ``decision_rule="fixed"`` the candidate must
+answer ``window_requests`` requests with an error rate, p95 latency and mean prediction within
+bounds. Then the alias moves to it, or it does not.
 
 Never stuck: the tag carries a lease the rollout renews while it watches. Whatever happens
 (a refusal, an exception, MLflow down, the process killed), the tag is deleted in ``finally``
@@ -32,6 +36,7 @@ from typing import Protocol
 
 from mlops_assets.serving.analysis import AnalysisError
 from mlops_assets.serving.reconcile import ROLLOUT_TAG, Desired, Rollout, deployment_for
+from mlops_assets.serving.sequential import decide, prediction_shift, shift_reason
 from mlops_assets.serving.state import Deployment
 
 
@@ -39,12 +44,17 @@ from mlops_assets.serving.state import Deployment
 class Policy:
     strategy: str = "canary"
     canary_weight: float = 0.2
-    window_requests: int = 200
+    window_requests: int = 1000
     max_error_rate: float = 0.01
     max_p95_ms: float = 200.0
     max_prediction_shift: float = 0.5
     timeout_seconds: float = 120.0
     lease_seconds: float = 60.0
+    # sequential: decide as soon as the evidence does (serving/sequential.py), window_requests
+    # being the most it waits for; fixed: always wait for window_requests
+    decision_rule: str = "sequential"
+    false_promote_rate: float = 0.05
+    false_rollback_rate: float = 0.05
 
 
 @dataclass
@@ -78,7 +88,9 @@ _UNCHECKED = object()
 class Analysis(Protocol):
     def describe(self) -> str: ...
     def reset(self, model: str) -> None: ...
-    def stats(self, model: str, since: float, candidate: str | None = None) -> dict[str, dict]: ...
+    def stats(
+        self, model: str, since: float, candidate: str | None = None, slow_ms: float | None = None
+    ) -> dict[str, dict]: ...
     def lagging(self, model: str, wanted: Deployment) -> list[str]: ...
 
 
@@ -126,13 +138,9 @@ def judge(policy: Policy, cand: dict, prod: dict | None) -> tuple[bool, str]:
     p_mean = (prod or {}).get("mean_prediction")
     if c_mean is None:
         return False, "candidate returned no predictions to check"
-    if p_mean is not None:
-        shift = abs(c_mean - p_mean) / max(abs(p_mean), 1e-9)
-        if shift > policy.max_prediction_shift:
-            return False, (
-                f"candidate mean prediction {c_mean:.4g} is {shift:.0%} away from production's "
-                f"{p_mean:.4g} (allowed {policy.max_prediction_shift:.0%})"
-            )
+    shift = prediction_shift(cand, prod)
+    if shift is not None and shift > policy.max_prediction_shift:
+        return False, shift_reason(cand, prod, shift, policy.max_prediction_shift)
     p95 = f"{cand['p95_ms']:.1f} ms" if cand["p95_ms"] is not None else "unknown"
     return True, (
         f"candidate served {n} requests: error rate {cand['error_rate']:.1%}, p95 "
@@ -310,23 +318,30 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
             if policy.strategy == ("blue_green")
             else [traffic(None)]
         )
-    stats: dict | None = None  # the first complete view with a full window decides
+    stats: dict | None = None  # the first complete view that decides, or a full window
+    verdict = None
     with contextlib.ExitStack() as stack:
         for s in streams:
             stack.enter_context(s)
         while time.monotonic() < deadline:
             lease.keep()
             try:
-                seen = analysis.stats(model, since, result.candidate)
-                if seen.get(result.candidate, {}).get("requests", 0) >= policy.window_requests:
+                seen = _read(analysis, model, since, result.candidate, policy)
+                cand = seen.get(result.candidate, {})
+                if policy.decision_rule == "sequential":
+                    verdict = _sequential(policy, cand, seen.get(result.production_before))
+                    if verdict.decision != "undecided":
+                        stats = seen
+                        break
+                if cand.get("requests", 0) >= policy.window_requests:
                     stats = seen
                     break
             except AnalysisError:
                 pass  # a replica restarting: the final read below decides
             time.sleep(0.25)
-    if stats is None:  # the window did not fill in time: judge what every replica saw
+    if stats is None:  # nothing decided in time: judge what every replica saw
         try:
-            stats = analysis.stats(model, since, result.candidate)
+            stats = _read(analysis, model, since, result.candidate, policy)
         except AnalysisError as e:
             result.reason = f"{e}; rolled back"
             return
@@ -339,9 +354,30 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
             "have fallen back during the window; rolled back"
         )
         return
-    ok, result.reason = judge(policy, cand, prod)
+    if verdict is not None and verdict.decision != "undecided":
+        ok, result.reason = verdict.decision == "promote", verdict.reason
+    else:  # the fixed window (or the sequential test's maximum window / time) decides
+        ok, result.reason = judge(policy, cand, prod)
+        if policy.decision_rule == "sequential":
+            result.reason += " (sequential test undecided: the fixed-window rule decided)"
     if ok:
         result.decision = "promoted"
+
+
+def _read(analysis: Analysis, model: str, since: float, candidate: str, policy: Policy) -> dict:
+    return analysis.stats(model, since, candidate, slow_ms=policy.max_p95_ms)
+
+
+def _sequential(policy: Policy, cand: dict, prod: dict | None):
+    return decide(
+        cand,
+        prod,
+        max_error_rate=policy.max_error_rate,
+        max_p95_ms=policy.max_p95_ms,
+        max_prediction_shift=policy.max_prediction_shift,
+        false_promote_rate=policy.false_promote_rate,
+        false_rollback_rate=policy.false_rollback_rate,
+    )
 
 
 def _promote(control: RegistryControl, candidate: str, production: str, log) -> None:

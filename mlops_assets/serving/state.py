@@ -4,9 +4,14 @@ request sees the old state or the new one, never half of each."""
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import deque
 from dataclasses import asdict, dataclass
+
+# Latency bounds (seconds) of the exported histogram and of a window's counts: a rollout reads
+# how many requests were slower than its limit from either source the same way.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 
 MODES = ("single", "canary", "blue_green")
 
@@ -68,4 +73,8 @@ class Window:
             "p50_ms": lat[int(0.50 * (n - 1))] * 1000 if n else None,
             "p95_ms": lat[int(0.95 * (n - 1))] * 1000 if n else None,
             "mean_prediction": (sum(self.means) / len(self.means)) if self.means else None,
+            # requests at or under each bound (ms), cumulative like a Prometheus histogram
+            "latency_le_ms": {
+                f"{b * 1000:g}": bisect.bisect_right(lat, b) for b in LATENCY_BUCKETS
+            },
         }

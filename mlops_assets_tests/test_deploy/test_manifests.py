@@ -811,7 +811,7 @@ def rules_of(objs: list[dict]) -> list[dict]:
 
 def test_alert_rules_are_complete_and_query_what_the_server_exports():
     from mlops_assets.defs.monitoring.assets import DriftConfig
-    from mlops_assets.serving.metrics import LATENCY_BUCKETS
+    from mlops_assets.serving.state import LATENCY_BUCKETS
     from mlops_assets.specs.model import FreshnessSpec
 
     objs = render(OVERLAYS["prod"])

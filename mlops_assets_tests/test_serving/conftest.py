@@ -1,6 +1,6 @@
 """A real inference server (``mlops serve``) on loopback, serving versions registered in the
-session's real MLflow server: a good champion, a good challenger, one that fails and one that
-is slow."""
+session's real MLflow server: a good champion, a good challenger, one that fails, one that is
+slow and one whose predictions are shifted."""
 
 import urllib.request
 from dataclasses import dataclass
@@ -100,6 +100,9 @@ def registry(tmp_path_factory, mlflow_server):
                 tracking, spec, features, spec.model.model_copy(update={"random_state": 5})
             )
             versions[(name, "faulty")] = _faulty(tracking, spec, features)
+            # healthy and fast, but it learned the opposite: its mean prediction is far off
+            flipped = features.assign(**{spec.target: 1 - features[spec.target]})
+            versions[(name, "shifted")] = _log(tracking, spec, flipped, spec.model)
             small = features.head(300)
             slow = spec.model.model_copy(update={"n_estimators": 2500, "max_depth": None})
             versions[(name, "slow")] = _log(tracking, spec, small, slow)

@@ -118,6 +118,7 @@ def test_windows_of_several_replicas_merge_into_one():
         "p95_ms": None,
         "mean_prediction": None,
         "replicas": 0,
+        "latency_le_ms": None,
     }
 
 

@@ -361,7 +361,7 @@ def test_a_replica_killed_mid_canary_stops_the_promotion(champion_alone):
     def run():  # a window it cannot fill before the kill: still watching when it happens
         done["result"] = roll(
             c, "challenger", log=seen, canary_weight=0.3, window_requests=10**9,
-            timeout_seconds=60,
+            timeout_seconds=60, decision_rule="fixed",
         )  # fmt: skip
 
     with Clients(c.lb, c.registry.holdout["churn"]) as clients:
@@ -396,7 +396,13 @@ def child_rollout(args: dict) -> None:
         ReplicaStats(args["replicas"], TOKEN),
         "churn",
         args["candidate"],
-        Policy(canary_weight=0.3, window_requests=10**9, timeout_seconds=3600, lease_seconds=4.0),
+        Policy(
+            canary_weight=0.3,
+            window_requests=10**9,
+            timeout_seconds=3600,
+            lease_seconds=4.0,
+            decision_rule="fixed",
+        ),
         log=lambda m: print(m, flush=True),
     )
 

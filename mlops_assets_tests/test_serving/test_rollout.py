@@ -127,6 +127,45 @@ def test_a_slow_canary_is_rolled_back(control, replica, registry):
     assert control.desired().production == registry.versions[("churn", "champion")]
 
 
+# The sequential test decides before this many requests: it is only the most it waits for.
+MAX_WINDOW = 5000
+
+
+def test_the_sequential_test_promotes_a_healthy_canary_on_the_evidence(control, replica, registry):
+    result = run(
+        control, replica, registry, "challenger", canary_weight=0.5,
+        window_requests=MAX_WINDOW, timeout_seconds=240,
+    )  # fmt: skip
+    assert result.decision == "promoted", result.reason
+    assert result.reason.startswith("sequential test:"), result.reason
+    n = result.candidate_stats["requests"]
+    assert 332 <= n < MAX_WINDOW  # 332 clean requests are the evidence at 1 % and 5 %
+    assert control.desired().production == registry.versions[("churn", "challenger")]
+
+
+@pytest.mark.parametrize(
+    ("role", "policy", "said"),
+    [
+        ("faulty", {}, "requests failed, evidence that the error rate is 1.0% or more"),
+        ("slow", {"max_p95_ms": 40}, "evidence that the p95 latency is above 40 ms"),
+        ("shifted", {"max_prediction_shift": 0.5}, "away from production's"),
+    ],
+)
+def test_the_sequential_test_rolls_back_a_failing_a_slow_and_a_shifted_canary_early(
+    control, replica, registry, role, policy, said
+):
+    result = run(
+        control, replica, registry, role, canary_weight=0.5, window_requests=MAX_WINDOW,
+        timeout_seconds=240, **policy,
+    )  # fmt: skip
+    assert result.decision == "rolled_back", result.reason
+    assert said in result.reason, result.reason
+    assert "fixed-window rule" not in result.reason  # the sequential test decided, early
+    assert result.candidate_stats["requests"] < 1000
+    assert control.desired().production == registry.versions[("churn", "champion")]
+    assert control.desired().rollout is None
+
+
 def test_registry_down_while_moving_the_alias_leaves_production_serving(control, replica, registry):
     """The alias move fails for real (a registry that refuses connections): the rollout
     raises, deletes its tag, and the replica is back on the champion alone."""
