@@ -27,7 +27,27 @@ class DeployConfig(dg.Config):
         default=0.2, gt=0, le=1, description="canary: share of requests the new version answers"
     )
     window_requests: int = Field(
-        default=200, ge=1, description="requests the new version must answer before a decision"
+        default=1000,
+        ge=1,
+        description=(
+            "the most requests the new version answers before a decision: the sequential "
+            "test decides earlier when the evidence does; at this count the fixed-window rule "
+            "decides"
+        ),
+    )
+    decision_rule: str = Field(
+        default="sequential",
+        description=(
+            "'sequential': decide as soon as the evidence supports promote or roll back (Wald's "
+            "SPRT on failures and slow requests, see the README); 'fixed': always wait for "
+            "window_requests"
+        ),
+    )
+    false_promote_rate: float = Field(
+        default=0.05, gt=0, lt=0.5, description="sequential: chance to promote a bad candidate"
+    )
+    false_rollback_rate: float = Field(
+        default=0.05, gt=0, lt=0.5, description="sequential: chance to roll a good one back"
     )
     max_error_rate: float = Field(default=0.01, ge=0, le=1, description="largest error rate")
     max_p95_ms: float = Field(default=200.0, gt=0, description="largest p95 latency (ms)")
@@ -116,6 +136,8 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             )
         if config.strategy not in ("canary", "blue_green"):
             raise dg.Failure(f"strategy {config.strategy!r}: use canary or blue_green")
+        if config.decision_rule not in ("sequential", "fixed"):
+            raise dg.Failure(f"decision_rule {config.decision_rule!r}: use sequential or fixed")
         candidate = str(model_evaluation["challenger_version"])
         client = serving.client()
         tracking = mlflow.tracking()
@@ -127,7 +149,7 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
 
         def traffic(version):
-            return Replay(client, spec.name, holdout, threads=2, version=version)
+            return Replay(client, spec.name, holdout, threads=4, version=version)
 
         analysis = serving.analysis()
         result = rollout(
