@@ -23,7 +23,11 @@ RUNTIMES = (ONNXRUNTIME, SKOPS)
 
 
 def load_for_serving(
-    tracking: Tracking, model_name: str, version: str, compiled: bool = True
+    tracking: Tracking,
+    model_name: str,
+    version: str,
+    compiled: bool = True,
+    trusted: frozenset[str] = frozenset(),
 ) -> tuple[object, str]:
     """``(predictor, runtime)`` for ``version`` of ``model_name``; ``runtime`` is
     ``"onnxruntime"`` or ``"skops"``. ``compiled=False`` always loads skops.
@@ -51,7 +55,8 @@ def load_for_serving(
                     type(e).__name__,
                     e,
                 )
-    return tracking.load_model(model_name, version), SKOPS
+    # ``trusted``: the types of the pipeline the model's reviewed spec builds (spec_types)
+    return tracking.load_model(model_name, version, trusted), SKOPS
 
 
 def runtime_of(predictor: object) -> str:

@@ -57,8 +57,9 @@ def build_server(
     def load_version(spec: ModelSpec, version: str):
         # ONNX Runtime where the gate verified the version's ONNX graph, else the skops model
         from mlops_assets.serving.compiled import load_for_serving
+        from mlops_assets.training.pipeline import spec_types
 
-        return load_for_serving(tracking, spec.model_name, version)[0]
+        return load_for_serving(tracking, spec.model_name, version, trusted=spec_types(spec))[0]
 
     def resolve_production(spec: ModelSpec) -> Desired:
         # the alias and the rollout tag in one registry call: the state every replica shares

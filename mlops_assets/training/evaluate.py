@@ -50,7 +50,9 @@ def registered_scores(
     tracking: Tracking, spec: ModelSpec, version: str, x: pd.DataFrame, y: pd.Series
 ) -> dict[str, float]:
     """Score the REGISTERED artifact (as it would be served), at its own decision threshold."""
-    return score(tracking.load_model(spec.model_name, version), x, y, spec)
+    from mlops_assets.training.pipeline import spec_types
+
+    return score(tracking.load_model(spec.model_name, version, spec_types(spec)), x, y, spec)
 
 
 def evaluate(
@@ -73,7 +75,9 @@ def evaluate(
     version, never a file shared by concurrent runs. ``on_first_production`` is called after
     the version became the first ``production`` (the audit trail records it)."""
     name, metric = spec.model_name, thresholds.metric
-    model = tracking.load_model(name, version)
+    from mlops_assets.training.pipeline import spec_types
+
+    model = tracking.load_model(name, version, spec_types(spec))
     challenger = score(model, x, y, spec)
     # Compiled inference may serve only what answered the whole holdout like the skops model;
     # the outcome is recorded, and never decides the gate.

@@ -99,7 +99,9 @@ def reproduce(
     digest_now = lineage.model_digest(model_bytes(trained.pipeline)[0])
 
     holdout = features[features[SPLIT] == "holdout"]
-    registered = tracking.load_model(name, version)
+    from mlops_assets.training.pipeline import spec_types
+
+    registered = tracking.load_model(name, version, spec_types(spec))
     ours, theirs = (
         predictions(trained.pipeline, holdout, spec),
         predictions(registered, holdout, spec),

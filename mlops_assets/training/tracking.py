@@ -283,9 +283,10 @@ class Tracking:
 
         self.call(f"delete tag {key!r} of registered model {name!r}", delete)
 
-    def load_model(self, name: str, version: str):
+    def load_model(self, name: str, version: str, trusted: frozenset[str] = frozenset()):
         """The registered sklearn Pipeline, loaded from its skops file with a fixed allow-list
-        of types (never from the list the artifact itself declares)."""
+        of types plus ``trusted`` (the types of the pipeline its reviewed spec builds:
+        ``pipeline.spec_types``), never from the list the artifact itself declares."""
         import mlflow
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -303,15 +304,16 @@ class Tracking:
                     f"version {version} of {name!r} has no skops model file: it was not logged "
                     "by this platform (models are stored with skops, never pickle)"
                 )
-            return load_skops(files[0], f"version {version} of {name!r}")
+            return load_skops(files[0], f"version {version} of {name!r}", trusted)
 
 
-def load_skops(path: Path, what: str):
-    """Load a skops file only if every type it needs is one our pipelines use."""
+def load_skops(path: Path, what: str, trusted: frozenset[str] = frozenset()):
+    """Load a skops file only if every type it needs is one our pipelines use (the fixed list,
+    plus ``trusted``: the types of the pipeline built from the model's reviewed spec)."""
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    refused = sorted(set(untrusted) - TRUSTED_TYPES)
+    refused = sorted(set(untrusted) - TRUSTED_TYPES - trusted)
     if refused:
         raise RegistryError(
             f"{what}: the model file needs types this platform never produces: {refused}; "

@@ -56,3 +56,50 @@ def test_loosening_is_refused_naming_the_field_the_spec_value_and_the_fix(
     assert f"field '{field}'" in msg and phrase in msg
     assert "would loosen the promotion gate of 'churn'" in msg
     assert f"evaluation.{field} in the spec 'churn'" in msg and "reviewed" in msg
+
+
+def test_a_loosened_gate_is_refused_before_training_and_a_tightened_one_is_recorded(embedded_env):
+    """The issue's case: 1 tree of depth 1 launched with floor 0.0 and tolerance 0.99. The run
+    stops at trained_model, before any fit: nothing is logged or registered."""
+    from mlops_assets.defs.keys import (
+        dataset_key,
+        features_key,
+        model_evaluation_key,
+        trained_model_key,
+    )
+
+    env = embedded_env
+    spec = env.spec("churn")
+    env.seed(spec)
+    keys = [dataset_key("churn"), features_key("churn"), trained_model_key("churn")]
+    keys.append(model_evaluation_key("churn"))
+    loose = {
+        "ops": {
+            "churn__trained_model": {"config": {"n_estimators": 1, "max_depth": 1}},
+            "churn__model_evaluation": {"config": {"floor": 0.0, "tolerance": 0.99}},
+        }
+    }
+    result = env.run(keys, loose, raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "churn__trained_model"
+    text = str(failure.event_specific_data.error)
+    assert "field 'floor' = 0.0 would loosen the promotion gate" in text, text
+    assert "checked before training" in text
+    tracking = env.tracking()
+    assert tracking.versions(spec.model_name) == []  # nothing trained, nothing registered
+    assert env.instance.get_latest_materialization_event(trained_model_key("churn")) is None
+
+    tight = {"ops": {"churn__model_evaluation": {"config": {"floor": 0.71}}}}
+    assert env.run(keys, tight).success
+    event = env.instance.get_latest_materialization_event(model_evaluation_key("churn"))
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert meta["floor"] == 0.71 and meta["tolerance"] == 0.03
+    assert (meta["floor_source"], meta["tolerance_source"]) == ("run config", "spec")
+    assert meta["thresholds"] == (
+        "roc_auc: floor 0.71 (run config, tightened from the spec's 0.7), tolerance 0.03 (spec)"
+    )
+    (version,) = tracking.versions(spec.model_name)
+    assert version.tags["gate.floor_source"] == "run config"
+    assert float(version.tags["gate.floor"]) == 0.71
+    assert version.tags["gate.dagster_run_id"] == meta["dagster_run_id"]

@@ -162,7 +162,9 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         version, commit = model_version.version, model_version.tags.get("lakefs.commit")
         if not commit:
             raise dg.Failure(f"version {version} has no lakefs.commit tag", allow_retries=False)
-        model = tracking.load_model(spec.model_name, version)
+        from mlops_assets.training.pipeline import spec_types
+
+        model = tracking.load_model(spec.model_name, version, spec_types(spec))
         reference = reference_frame(data_store.open(spec.dataset.repository), spec, commit, model)
         log_store = data_store.open(predictions_repository(spec.dataset.repository))
         current = current_window(log_store, spec, version, config.window_rows)

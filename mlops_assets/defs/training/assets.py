@@ -11,11 +11,14 @@ from mlops_assets.defs.conditions import LOOP, freshness_policy
 from mlops_assets.defs.k8s import TRAINING_K8S_TAGS
 from mlops_assets.defs.keys import features_key, model_evaluation_key, trained_model_key
 from mlops_assets.defs.metadata import MetadataEntry
+from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.defs.resources.tracking import MlflowResource
+from mlops_assets.defs.runs import run_or_latest_metadata
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
 from mlops_assets.specs.model import validation_problems
-from mlops_assets.training import onnx_export
+from mlops_assets.training import gate, onnx_export
 from mlops_assets.training.evaluate import Evaluation, evaluate
+from mlops_assets.training.history import FIRST_MODEL, AuditTrail, Entry, audit_repository
 from mlops_assets.training.run import Logged, code_version, lineage_tags, train_and_log
 from mlops_assets.training.tracking import (
     PRODUCTION,
@@ -50,7 +53,8 @@ def train_config_class(spec: ModelSpec) -> type[dg.Config]:
 
 
 class GateConfig(dg.Config):
-    """The promotion gate's thresholds; ``gate_config_class`` gives them a spec's defaults."""
+    """The promotion gate's thresholds; ``gate_config_class`` gives them a spec's defaults.
+    They may only be tightened here: a looser value is refused before training."""
 
     floor: float
     tolerance: float
@@ -63,15 +67,41 @@ def gate_config_class(spec: ModelSpec) -> type[GateConfig]:
         floor: float = Field(
             default=e.floor,
             description=f"{e.metric}: "
-            + ("lowest acceptable value" if e.higher_is_better else "highest acceptable value"),
+            + ("lowest acceptable value" if e.higher_is_better else "highest acceptable value")
+            + f"; the reviewed spec's is {e.floor:g}, run config may only "
+            + ("raise it" if e.higher_is_better else "lower it"),
         )
         tolerance: float = Field(
             default=e.tolerance,
-            description="how much worse than the champion a challenger may be (0.03 = 3%)",
+            description="how much worse than the champion a challenger may be (0.03 = 3%); "
+            f"the reviewed spec's is {e.tolerance:g}, run config may only make it smaller",
         )
 
     SpecGateConfig.__name__ = f"{spec.name.title().replace('_', '')}GateConfig"
     return SpecGateConfig
+
+
+def applied_thresholds(
+    spec: ModelSpec, floor: float | None, tolerance: float | None, where: str
+) -> gate.Thresholds:
+    """The gate's thresholds: the reviewed spec's, or stricter ones from run config; a looser
+    request fails the step without retries, naming the field."""
+    try:
+        return gate.thresholds(spec.name, spec.evaluation, floor, tolerance, where)
+    except gate.GateLoosened as e:
+        raise dg.Failure(str(e), allow_retries=False) from None
+
+
+def refuse_a_loosened_gate(context: dg.AssetExecutionContext, spec: ModelSpec) -> None:
+    """Before training: a run whose gate config is looser than the spec's stops here, so no
+    model is trained, logged or registered for a gate nobody reviewed."""
+    key = model_evaluation_key(spec.name)
+    ops = (context.run.run_config or {}).get("ops")
+    step = ops.get(key.to_python_identifier()) if isinstance(ops, dict) else None
+    config = (step.get("config") if isinstance(step, dict) else None) or {}
+    if "floor" in config or "tolerance" in config:
+        where = f"run config of {key.to_user_string()} (checked before training)"
+        applied_thresholds(spec, config.get("floor"), config.get("tolerance"), where)
 
 
 def _trained_outputs(
@@ -121,7 +151,11 @@ def _trained_outputs(
 
 
 def _evaluation_outputs(
-    tracking: Tracking, name: str, ev: Evaluation, gate_spec: EvaluationSpec, trained_model: dict
+    tracking: Tracking,
+    name: str,
+    ev: Evaluation,
+    gate_spec: EvaluationSpec | gate.Thresholds,
+    trained_model: dict,
 ) -> tuple[dict, dict[str, MetadataEntry]]:
     """What ``model_evaluation`` stores (the decision) and shows in the UI (both scores, the
     bar, the thresholds that applied, links to both versions)."""
@@ -205,6 +239,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         features: pd.DataFrame,
         mlflow: MlflowResource,
     ) -> dg.Output:
+        refuse_a_loosened_gate(context, spec)
         try:
             params = Hyperparameters.model_validate(config.model_dump())
         except ValidationError as e:
@@ -284,24 +319,45 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         trained_model: dict,
         features: pd.DataFrame,
         mlflow: MlflowResource,
+        data_store: DataStoreResource,
     ):
-        try:
-            gate_spec = EvaluationSpec(
-                metric=metric, floor=config.floor, tolerance=config.tolerance
-            )
-        except ValidationError as e:
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()} config rejected: {_problems(e)}",
-                allow_retries=False,
-            ) from None
+        key = context.asset_key.to_user_string()
+        gate_spec = applied_thresholds(spec, config.floor, config.tolerance, f"run config of {key}")
         tracking = mlflow.tracking()
         x, y = split(features, spec, "holdout")
-        key = context.asset_key.to_user_string()
-        version = trained_model["version"]
-        ev = evaluate(tracking, spec, version, x, y, gate_spec, f"Materialize {key} again")
+        # The version THIS run trained (a concurrent run may have rewritten the shared file).
+        trained = run_or_latest_metadata(context, trained_model_key(spec.name)) or {}
+        version = str(trained.get("model_version") or trained_model["version"])
+        trigger = context.run.tags.get("mlops/trigger", "manual launch")
+
+        def first_production(ev: Evaluation) -> None:
+            d = ev.decision
+            trail = AuditTrail(
+                data_store.open(audit_repository(spec.dataset.repository)), spec.model_name
+            )
+            trail.append(
+                Entry(
+                    spec.model_name, FIRST_MODEL, None, ev.version, trigger, d.reason,
+                    run_id=context.run.run_id, actor=context.run.tags.get("dagster/user", ""),
+                    evidence={"gate": {"metric": d.metric, "challenger": d.challenger,
+                                       "bar": d.bar, **gate_spec.as_dict()}},
+                )
+            )  # fmt: skip
+
+        ev = evaluate(
+            tracking, spec, version, x, y, gate_spec, f"Materialize {key} again",
+            extra_tags={"gate.dagster_run_id": context.run.run_id, "gate.trigger": trigger},
+            on_first_production=first_production,
+        )  # fmt: skip
         decision = ev.decision
         context.log.info(f"promotion gate {ev.verdict}: {decision.reason}")
+        context.log.info(f"thresholds applied: {gate_spec.describe()}")
         value, meta = _evaluation_outputs(tracking, name, ev, gate_spec, trained_model)
+        value["thresholds"] = gate_spec.as_dict()
+        meta["thresholds"] = gate_spec.describe()
+        meta["floor_source"] = gate_spec.floor_source
+        meta["tolerance_source"] = gate_spec.tolerance_source
+        meta["dagster_run_id"] = context.run.run_id
         yield dg.Output(value, metadata=meta)
         yield dg.AssetCheckResult(
             check_name="promotion_gate",
