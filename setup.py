@@ -9,7 +9,7 @@ setup(
     description="The ML lifecycle as Dagster software-defined assets: lakeFS, MLflow, Evidently.",
     python_requires=">=3.11,<3.13",
     packages=find_packages(exclude=["mlops_assets_tests", "mlops_assets_tests.*", "benchmarks"]),
-    package_data={"mlops_assets.specs": ["*.yaml"]},
+    package_data={"mlops_assets.specs": ["*.yaml"], "mlops_assets.demo": ["specs/*.yaml"]},
     install_requires=[
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",

@@ -49,6 +49,12 @@ def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         out[col] = out[col].astype("string")
     if spec.task == "classification":
         out[spec.target] = out[spec.target].astype("int64")
+    elif spec.task == "multiclass":
+        # class labels as the spec types them: integers, or text (object, as JSON gives them)
+        if ds.columns[spec.target].dtype == "int":
+            out[spec.target] = out[spec.target].astype("int64")
+        else:
+            out[spec.target] = out[spec.target].astype(str).astype(object)
     else:
         out[spec.target] = out[spec.target].astype("float64")
     out = out.sort_values(ds.key, kind="mergesort").reset_index(drop=True)

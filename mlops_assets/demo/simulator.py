@@ -131,10 +131,68 @@ def _demand(
     return frame, truth
 
 
+TEAMS = ("account", "billing", "technical")  # sorted: the order of a model's classes_
+
+
+def _tickets(
+    day: dt.date, rows: int, rng: np.random.Generator, drift: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Support tickets and the team that resolved each: account, billing or technical
+    (multiclass). The truth is P(team) per row, one column per team in TEAMS order."""
+    shifted = drift == "covariate_shift"
+    channel = rng.choice(
+        ["email", "chat", "phone"], size=rows, p=[0.2, 0.6, 0.2] if shifted else [0.5, 0.3, 0.2]
+    )
+    plan = rng.choice(["free", "pro", "enterprise"], size=rows, p=[0.5, 0.35, 0.15])
+    words = np.clip(rng.lognormal(np.log(160 if shifted else 60), 0.5, rows), 1, 5000).round()
+    errors = rng.poisson(2.2 if shifted else 0.8, rows)
+    attachments = rng.poisson(1.8 if shifted else 0.6, rows)
+    # An amount is quoted in about a third of tickets (an invoice, a refund, a charge).
+    quoted = rng.random(rows) < 0.35
+    amount = np.where(quoted, np.clip(rng.lognormal(np.log(40), 0.8, rows), 1, 10_000), 0.0)
+    age = np.clip(rng.gamma(1.5, 1000.0 if shifted else 500.0, rows), 0, 5000)
+    metered = age.copy()
+    metered[rng.random(rows) < 0.02] = np.nan  # the account lookup sometimes fails
+    # Early in the month invoices go out, and billing questions with them: a seasonality that
+    # moves the mix of teams, never the signal (test_demo_signal.py sweeps every day of a year).
+    invoices = 0.6 if day.day <= 5 else 0.0
+    billing = -1.5 + invoices + 6.0 * quoted + 1.2 * (plan != "free") - 1.0 * errors
+    technical = -2.4 + 3.0 * errors + 1.5 * attachments + 1.0 * (channel == "chat")
+    account = 2.4 - age / 200 + 1.5 * (plan == "free") - 0.8 * attachments
+    if drift == "concept_drift":
+        # A payments outage: error codes now mean a failed charge (billing), and quoted amounts
+        # come with account lockouts.
+        billing = -0.5 + 1.4 * errors
+        technical = -0.2 + 0.3 * attachments - 1.5 * quoted
+        account = -0.4 + 2.5 * quoted - age / 2000
+    logits = np.column_stack([account, billing, technical])
+    truth = np.exp(logits - logits.max(axis=1, keepdims=True))
+    truth /= truth.sum(axis=1, keepdims=True)
+    drawn = (rng.random(rows)[:, None] > np.cumsum(truth, axis=1)).sum(axis=1)
+    team = np.asarray(TEAMS)[np.minimum(drawn, len(TEAMS) - 1)]
+    stamp = day.strftime("%Y%m%d")
+    frame = pd.DataFrame(
+        {
+            "ticket_id": [f"T{stamp}-{i:05d}" for i in range(rows)],
+            "opened_date": day.isoformat(),
+            "channel": channel,
+            "plan": plan,
+            "message_words": words.astype(int),
+            "error_codes": errors,
+            "attachments": attachments,
+            "amount_quoted": amount.round(2),
+            "account_age_days": metered.round(0),
+            "team": team,
+        }
+    )
+    return frame, truth
+
+
 Generator = Callable[[dt.date, int, np.random.Generator, str], tuple[pd.DataFrame, np.ndarray]]
 GENERATORS: dict[str, Generator] = {
     "churn": _churn,
     "demand": _demand,
+    "tickets": _tickets,
 }
 
 
@@ -149,7 +207,8 @@ def simulate_with_truth(
     simulator: str, day: dt.date, rows: int = 500, seed: int = 0, drift: str = "none"
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """The same day of data as :func:`simulate_batch`, with the truth each row was drawn from:
-    P(target = 1) for a classifier's data, the expected target before noise for a regression.
+    P(target = 1) for a classifier's data, the expected target before noise for a regression,
+    P(class) for a multiclass one (one column per class, in sorted order of the classes).
 
     The truth is what the best possible model would answer, so it bounds what a model can reach
     on this data: the demo-signal test sweeps it over every day of a year.

@@ -16,6 +16,18 @@ from mlops_assets.specs import ModelSpec
 from mlops_assets.store import VersionedStore
 
 PREDICTION = "prediction"
+# A multiclass model's answer is a class (``prediction``, categorical) and P(class) for each
+# class: one numeric column ``probability_<class>`` each, compared on their own.
+PROBABILITY = "probability_"
+
+
+def is_output(column: str) -> bool:
+    """A column of the model's answer (not a feature) in a drift frame."""
+    return column == PREDICTION or str(column).startswith(PROBABILITY)
+
+
+def output_columns(frame: pd.DataFrame, spec: ModelSpec) -> list[str]:
+    return [c for c in frame.columns if is_output(c) and c not in spec.features]
 
 
 class DriftInputError(ValueError):
@@ -40,11 +52,16 @@ class DriftResult:
 
     @property
     def features(self) -> list[ColumnDrift]:
-        return [c for c in self.columns if c.column != PREDICTION]
+        return [c for c in self.columns if not is_output(c.column)]
 
     @property
     def prediction(self) -> ColumnDrift | None:
         return next((c for c in self.columns if c.column == PREDICTION), None)
+
+    @property
+    def probabilities(self) -> list[ColumnDrift]:
+        """A multiclass model's P(class) columns (empty for other models)."""
+        return [c for c in self.columns if c.column.startswith(PROBABILITY)]
 
     @property
     def drifted_count(self) -> int:
@@ -79,10 +96,13 @@ def prepare(frame: pd.DataFrame, spec: ModelSpec, what: str) -> pd.DataFrame:
             f"{what} lacks feature columns {missing}: the log's schema does not match model "
             f"{spec.name!r}"
         )
-    cols = [*spec.features, *([PREDICTION] if PREDICTION in frame.columns else [])]
-    out = frame[cols].copy()
-    for c in [*spec.numeric_features, *([PREDICTION] if PREDICTION in out else [])]:
+    outputs = output_columns(frame, spec)
+    out = frame[[*spec.features, *outputs]].copy()
+    classes = [PREDICTION] if spec.task == "multiclass" and PREDICTION in out else []
+    for c in [*spec.numeric_features, *(o for o in outputs if o not in classes)]:
         out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    for c in classes:  # the predicted class is a category, whatever its labels look like
+        out[c] = out[c].astype("string").fillna("missing").astype(object)
     for c in spec.categorical_features:
         out[c] = out[c].astype("string").fillna("missing").astype(object)
     return out
@@ -101,18 +121,20 @@ def compute_drift(
         raise DriftInputError("the reference is empty: the model's training split has no rows")
     ref = prepare(reference, spec, "the reference")
     cur = prepare(current, spec, "the current window")
-    if (PREDICTION in ref) != (PREDICTION in cur):
+    unmatched = set(output_columns(ref, spec)) ^ set(output_columns(cur, spec))
+    if unmatched:  # an answer only one side has cannot be compared
         ref, cur = (
-            ref.drop(columns=[PREDICTION], errors="ignore"),
-            cur.drop(columns=[PREDICTION], errors="ignore"),
+            ref.drop(columns=list(unmatched & set(ref.columns))),
+            cur.drop(columns=list(unmatched & set(cur.columns))),
         )
     all_nan = [c for c in cur.columns if cur[c].isna().all()]
     if all_nan:
         raise DriftInputError(f"the current window has only missing values in {all_nan}")
-    numeric = [c for c in cur.columns if c not in spec.categorical_features]
-    definition = DataDefinition(
-        numerical_columns=numeric, categorical_columns=list(spec.categorical_features)
-    )
+    categorical = [*spec.categorical_features]
+    if spec.task == "multiclass" and PREDICTION in cur:
+        categorical.append(PREDICTION)
+    numeric = [c for c in cur.columns if c not in categorical]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     snapshot = Report([DataDriftPreset()]).run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),
@@ -150,6 +172,12 @@ def reference_frame(store: VersionedStore, spec: ModelSpec, commit: str, model) 
     train = features[features[SPLIT] == "train"]
     reference = inputs(train, spec)
     reference[PREDICTION] = predictions(model, train, spec)
+    if spec.task == "multiclass":
+        from mlops_assets.training.train import classes
+
+        proba = model.predict_proba(reference[list(spec.features)])
+        for i, c in enumerate(classes(model)):
+            reference[f"{PROBABILITY}{c}"] = proba[:, i]
     return reference
 
 

@@ -23,9 +23,12 @@ LABELS = "labels/"
 
 
 def commit_labels(store: VersionedStore, spec: ModelSpec, labels: list[dict]) -> str | None:
-    """Deliver ground-truth labels into the predictions repository; the new commit id."""
+    """Deliver ground-truth labels into the predictions repository; the new commit id.
+    A classifier's label outside the classes its spec allows is refused, naming it (nothing is
+    committed): live performance could not score a class the model never saw."""
     if not labels:
         return None
+    check_classes(spec, labels)
     now = dt.datetime.now(dt.UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S%f")
     lines = b"".join(orjson.dumps({**x, "labelled_at": now.timestamp()}) + b"\n" for x in labels)
@@ -45,9 +48,31 @@ def commit_labels(store: VersionedStore, spec: ModelSpec, labels: list[dict]) ->
         return head
 
 
-def read_labels(store: VersionedStore, ref: str, spec: ModelSpec) -> dict[tuple[str, int], float]:
+def check_classes(spec: ModelSpec, labels: list[dict]) -> None:
+    """Every label of a classifier is one of the target column's allowed values, if the spec
+    lists them (compared as text: a JSON ``1`` or ``1.0`` is class ``1``)."""
+    allowed = spec.dataset.columns[spec.target].allowed
+    if spec.task == "regression" or allowed is None:
+        return
+
+    def name(v: object) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    known = {name(a) for a in allowed}
+    for x in labels:
+        if name(x.get("label")) not in known:
+            raise ValueError(
+                f"labels of {spec.name!r}: label {x.get('label')!r} (request "
+                f"{x.get('request_id')!r}, row {x.get('row')!r}) is not one of the classes the "
+                f"spec allows for target {spec.target!r}: {list(allowed)}. The model never saw "
+                "it: fix the label, or add the class to the spec and retrain; nothing was "
+                "committed"
+            )
+
+
+def read_labels(store: VersionedStore, ref: str, spec: ModelSpec) -> dict[tuple[str, int], object]:
     """Every delivered label of ``spec`` at ``ref``: (request id, row) -> true outcome."""
-    out: dict[tuple[str, int], float] = {}
+    out: dict[tuple[str, int], object] = {}
     for path in store.list(ref, f"{LABELS}{spec.name}/"):
         for line in store.get(ref, path).splitlines():
             if line.strip():

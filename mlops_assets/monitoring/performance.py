@@ -78,16 +78,105 @@ class LivePerformance:
         )
 
 
+def _class_name(value: object) -> str:
+    """A class label as the server names it (``str`` of the model's class): ``1.0`` from a
+    JSON number is class ``1``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, np.generic):
+        return _class_name(value.item())
+    return str(value)
+
+
+Multiclass = tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]
+
+
+def multiclass_arrays(
+    spec: ModelSpec,
+    y_true: ArrayLike,
+    prediction: ArrayLike,
+    probability: ArrayLike | None,
+    classes: list | None = None,
+) -> Multiclass:
+    """Labels and answers as class names, P(class) as a matrix whose columns are ``classes``.
+
+    ``probability`` is what the server logged (one ``{class: P(class)}`` object per row; the
+    classes are its keys) or a matrix whose columns are ``classes``. A label that is not one of
+    the model's classes is an error naming it: the model never saw it, so no score is honest.
+    """
+    y = np.asarray(
+        [_class_name(v) for v in np.asarray(y_true, dtype=object).tolist()], dtype=object
+    )
+    pred = np.asarray(
+        [_class_name(v) for v in np.asarray(prediction, dtype=object).tolist()], dtype=object
+    )
+    if len(y) == 0:
+        raise PerformanceInputError("no labelled predictions to score")
+    rows: list | None = None if probability is None else list(probability)  # type: ignore[arg-type]
+    matrix = None
+    if rows and isinstance(rows[0], dict):
+        names = [str(c) for c in rows[0]]
+        matrix = np.asarray([[float(r[c]) for c in names] for r in rows], dtype="float64")
+    elif classes is not None:
+        names = [_class_name(c) for c in classes]
+        if rows is not None:
+            matrix = np.asarray(rows, dtype="float64")
+    else:
+        names = sorted({*y.tolist(), *pred.tolist()})
+    known = set(names)
+    unknown = sorted({v for v in y.tolist() if v not in known})
+    if unknown:
+        row = int(np.flatnonzero(y == unknown[0])[0])
+        allowed = spec.dataset.columns[spec.target].allowed
+        listed = f" (the spec allows {list(allowed)})" if allowed is not None else ""
+        raise PerformanceInputError(
+            f"model {spec.name!r}: label(s) {unknown} for target {spec.target!r} (first at row "
+            f"{row} of the labelled window) are not classes the model knows: {names}{listed}. "
+            "The model never saw that class, so it cannot be scored on it: fix the labels the "
+            "labelling system delivers, or ingest data with that class and retrain"
+        )
+    return y, pred, matrix, names
+
+
+def multiclass_score(metric: str, y: np.ndarray, pred: np.ndarray, matrix, names: list) -> float:
+    """``metric`` (accuracy, f1_macro, roc_auc_ovr, log_loss) on prepared multiclass arrays."""
+    from sklearn import metrics as skm
+
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y, pred))
+    if metric == "f1_macro":
+        return float(skm.f1_score(y, pred, labels=names, average="macro", zero_division=0))
+    if metric not in ("roc_auc_ovr", "log_loss"):
+        raise PerformanceInputError(f"metric {metric!r} cannot be scored live")
+    if matrix is None:
+        raise PerformanceInputError(f"{metric} needs probabilities; the log has none")
+    if metric == "log_loss":
+        return float(skm.log_loss(y, matrix, labels=names))
+    missing = sorted(set(names) - set(y.tolist()))
+    if missing:
+        raise PerformanceInputError(
+            f"roc_auc_ovr needs every class among the labels; none are {missing} in these "
+            f"{len(y)} rows"
+        )
+    return float(skm.roc_auc_score(y, matrix, multi_class="ovr", average="macro", labels=names))
+
+
 def live_score(
     spec: ModelSpec,
     y_true: ArrayLike,
     prediction: ArrayLike,
     probability: ArrayLike | None,
+    classes: list | None = None,
 ) -> float:
-    """The gate's metric (``spec.evaluation.metric``) on what was served and what came true."""
+    """The gate's metric (``spec.evaluation.metric``) on what was served and what came true.
+    A multiclass model's ``probability`` is one ``{class: P}`` object per row, or a matrix
+    whose columns are ``classes``."""
     from sklearn import metrics as skm
 
     metric = spec.evaluation.metric
+    if spec.task == "multiclass":
+        arrays = multiclass_arrays(spec, y_true, prediction, probability, classes)
+        return multiclass_score(metric, *arrays)
     y = np.asarray(y_true, dtype="float64")
     pred = np.asarray(prediction, dtype="float64")
     if len(y) == 0:
@@ -124,9 +213,21 @@ def bootstrap_se(
     probability: ArrayLike | None,
     resamples: int = 200,
     seed: int = 0,
+    classes: list | None = None,
 ) -> float:
     """Standard error of the live score from ``resamples`` bootstrap resamples of the window."""
     rng = np.random.default_rng(seed)
+    if spec.task == "multiclass":
+        y, pred, matrix, names = multiclass_arrays(spec, y_true, prediction, probability, classes)
+        found = []
+        for _ in range(resamples):
+            i = rng.integers(0, len(y), len(y))
+            m = None if matrix is None else matrix[i]
+            try:
+                found.append(multiclass_score(spec.evaluation.metric, y[i], pred[i], m, names))
+            except PerformanceInputError:  # a resample that lacks a class: skip it
+                continue
+        return float(np.std(found, ddof=1)) if len(found) > 1 else 0.0
     y, pred = np.asarray(y_true, dtype="float64"), np.asarray(prediction, dtype="float64")
     prob = None if probability is None else np.asarray(probability, dtype="float64")
     scores = []

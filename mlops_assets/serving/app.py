@@ -3,7 +3,9 @@
 Routes
 - ``POST /predict``: ``{"model": "churn", "records": [{...}, ...]}`` (``model`` may be left out
   when the server has one model; a single object works as one record). Answers predictions,
-  probabilities for classifiers, the model version that answered and a request id.
+  probabilities for classifiers, the model version that answered and a request id. A multiclass
+  model answers the class and, per row, an object of P(class) keyed by class name (in V2: a
+  ``predict`` tensor and one ``predict_proba_<class>`` tensor per class).
 - Open Inference Protocol (KServe V2): ``GET /v2/health/live``, ``GET /v2/health/ready``,
   ``GET /v2/models/{name}``, ``GET /v2/models/{name}/ready``, ``POST /v2/models/{name}/infer``.
 - ``GET /metrics``: Prometheus text.
@@ -55,6 +57,7 @@ JSON = [(b"content-type", b"application/json")]
 # header: its rows are logged with ``synthetic`` set, and monitoring leaves them out.
 SYNTHETIC_HEADER = b"x-mlops-synthetic"
 SYNTHETIC_KINDS = ("replay", "smoke", "bench", "test")
+PROBA_OUTPUT = "predict_proba_"  # multiclass V2 outputs: predict_proba_<class>, one per class
 
 
 def no_production_message(name: str) -> str:
@@ -125,6 +128,10 @@ class Batcher:
         self.metrics = metrics
         # A classifier's label is decided at the threshold chosen when it was trained.
         self.threshold = decision_threshold(pipeline)
+        # A multiclass model answers the most probable of its classes (predict_proba's columns)
+        self.classes: np.ndarray | None = None
+        if served.spec.task == "multiclass":
+            self.classes = np.asarray(pipeline.classes_)
         self.pending: list[tuple[dict, int, asyncio.Future]] = []
         self.scheduled = False
         self.retried = 0  # batches that failed and were answered request by request
@@ -145,6 +152,9 @@ class Batcher:
         else:
             merged = {f: [v for p in pending for v in p[0][f]] for f in served.schema.features}
         frame = served.schema.frame(merged)
+        if self.classes is not None:
+            proba = np.asarray(self.pipeline.predict_proba(frame), dtype="float64")
+            return self.classes[proba.argmax(axis=1)], proba
         if served.spec.task == "classification":
             proba = self.pipeline.predict_proba(frame)[:, 1]
             return (proba >= self.threshold).astype("int64"), proba
@@ -485,10 +495,15 @@ class InferenceServer:
                 version=version,
             ) from None
         values = proba if proba is not None else labels
+        if proba is not None and proba.ndim == 2:  # multiclass: the confidence of each answer
+            values = proba.max(axis=1)
         served.window(version).record(time.perf_counter() - started, False, float(np.mean(values)))
         self.metrics.predicted(served.spec.name, version, values)
         outputs = {"prediction": labels.tolist()}
-        if proba is not None:
+        if proba is not None and batcher.classes is not None:  # multiclass: P(class) by name
+            names = [str(c) for c in batcher.classes.tolist()]
+            outputs["probability"] = [dict(zip(names, row, strict=True)) for row in proba.tolist()]
+        elif proba is not None:
             outputs["probability"] = proba.tolist()
         request_id = uuid.uuid4().hex
         if self.log is not None:  # answered only once its rows are durable (group commit)
@@ -564,6 +579,9 @@ class InferenceServer:
                     "inputs": served.schema.describe(),
                     "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
                 }
+                production = served.deployment.production
+                if served.spec.task == "multiclass" and production in served.pipelines:
+                    meta["outputs"] = multiclass_outputs(served.pipelines[production])
                 loaded = [v for v in sorted(served.deployment.versions()) if v in served.pipelines]
                 # which runtime answers each version: onnxruntime (parity verified) or skops
                 runtimes = {v: runtime_of(served.pipelines[v]) for v in loaded}
@@ -603,7 +621,9 @@ class InferenceServer:
                         "data": outputs["prediction"],
                     }
                 ]
-                if "probability" in outputs:
+                if served.spec.task == "multiclass":
+                    tensors = multiclass_tensors(outputs, n)
+                elif "probability" in outputs:
                     tensors.append(
                         {
                             "name": "predict_proba",
@@ -667,6 +687,33 @@ class InferenceServer:
             served.windows.clear()
             return "/admin/stats", 200, b"{}", "", ""
         raise HTTPError(404, f"no admin route {method} /{'/'.join(parts)}", "no_route")
+
+
+def _label_datatype(labels: list) -> str:
+    return "INT64" if all(isinstance(c, int) for c in labels) else "BYTES"
+
+
+def multiclass_outputs(pipeline) -> list[dict]:
+    """V2 metadata of a multiclass model's outputs: the class, then P(class) for each class."""
+    classes = np.asarray(pipeline.classes_).tolist()
+    out = [{"name": "predict", "datatype": _label_datatype(classes), "shape": [-1]}]
+    out += [{"name": f"{PROBA_OUTPUT}{c}", "datatype": "FP64", "shape": [-1]} for c in classes]
+    return out
+
+
+def multiclass_tensors(outputs: dict, n: int) -> list[dict]:
+    """V2 outputs of a multiclass answer: ``predict`` (the class) and one ``predict_proba_<class>``
+    tensor per class, named after it."""
+    labels, probability = outputs["prediction"], outputs["probability"]
+    tensors = [
+        {"name": "predict", "datatype": _label_datatype(labels), "shape": [n], "data": labels}
+    ]
+    for c in probability[0] if probability else ():
+        data = [p[c] for p in probability]
+        tensors.append(
+            {"name": f"{PROBA_OUTPUT}{c}", "datatype": "FP64", "shape": [n], "data": data}
+        )
+    return tensors
 
 
 MAX_DEPTH = 64  # deeper than any request needs; orjson itself stops at 1,024

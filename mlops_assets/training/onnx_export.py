@@ -342,6 +342,11 @@ def _convert(model, spec: ModelSpec) -> tuple[bytes, str]:
     from skl2onnx import convert_sklearn
     from sklearn.pipeline import Pipeline
 
+    if spec.task == "multiclass":
+        # The predictor and its parity check answer one score per row (P(class 1) or the value)
+        raise ConversionError(
+            "multiclass models are not compiled to ONNX here: the skops model serves them"
+        )
     inner, threshold = _inner(model)
     pre, estimator = inner.steps[0][1], inner.steps[1][1]
     pre, fills = _strip_imputers(pre, spec)

@@ -80,7 +80,7 @@ def choose_threshold(
         return rule.value
     from sklearn.model_selection import train_test_split
 
-    from mlops_assets.training.pipeline import build_pipeline, fit_or_explain
+    from mlops_assets.training.pipeline import build_pipeline
 
     smallest = int(y.value_counts().min())
     if smallest < 4:
@@ -92,7 +92,7 @@ def choose_threshold(
     x_fit, x_val, y_fit, y_val = train_test_split(
         x, y, test_size=rule.validation_fraction, stratify=y, random_state=params.random_state
     )
-    probe = fit_or_explain(build_pipeline(spec, params), x_fit, y_fit, spec, params)
+    probe = build_pipeline(spec, params).fit(x_fit, y_fit)
     return best_threshold(rule.maximize, y_val.to_numpy(), probe.predict_proba(x_val)[:, 1])
 
 
@@ -120,7 +120,10 @@ def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) ->
     """The task's metrics on ``(x, y)``: accuracy, F1, ROC AUC or RMSE, MAE, R²."""
     from sklearn import metrics as skm
 
-    if spec.task == "classification":
+    if spec.task == "multiclass":
+        proba = pipeline.predict_proba(x)
+        out = multiclass_scores(y, pipeline.predict(x), proba, classes(pipeline))
+    elif spec.task == "classification":
         pred = pipeline.predict(x)
         out = {
             "accuracy": skm.accuracy_score(y, pred),
@@ -141,6 +144,69 @@ def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) ->
     return {k: round(float(v), 6) for k, v in out.items()}
 
 
+def classes(model) -> list:
+    """A classifier's classes, in the order of its ``predict_proba`` columns."""
+    found = getattr(model, "classes_", None)
+    if found is None:
+        raise TrainingError(f"{type(model).__name__} has no classes_: not a fitted classifier")
+    return np.asarray(found).tolist()
+
+
+def multiclass_scores(y, pred, proba, labels: list) -> dict[str, float]:
+    """Accuracy, macro F1, one-vs-rest ROC AUC and log loss of a multiclass model whose
+    ``predict_proba`` columns are ``labels``. ROC AUC is NaN (and so refused by a gate on it)
+    when ``y`` lacks one of the classes: one-vs-rest needs every class among the answers."""
+    from sklearn import metrics as skm
+
+    y = np.asarray(y)
+    proba = np.asarray(proba, dtype="float64")
+    out = {
+        "accuracy": skm.accuracy_score(y, pred),
+        "f1_macro": skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0),
+        "roc_auc_ovr": (
+            skm.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=labels)
+            if set(labels) <= set(y.tolist())
+            else float("nan")
+        ),
+        "log_loss": skm.log_loss(y, proba, labels=labels),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def _check_classes(spec: ModelSpec, y_train: pd.Series, y_hold: pd.Series) -> None:
+    """A classifier learns from every class and is judged on every class, or it is not trained:
+    the error names the target, the class and what to do."""
+    seen = sorted(y_train.unique().tolist(), key=str)
+    where = f"model {spec.name!r}: target {spec.target!r}"
+    if len(seen) < 2:
+        raise TrainingError(
+            f"{where} has a single class ({seen[0]!r}) in the {len(y_train)} training rows; a "
+            "classifier needs at least two: check the data at this commit"
+        )
+    if spec.task == "classification" and len(seen) > 2:
+        raise TrainingError(
+            f"{where} has {len(seen)} classes ({', '.join(map(repr, seen[:10]))}), but the spec "
+            "says task: classification (two classes, 0/1): set task: multiclass and a multiclass "
+            "evaluation.metric (accuracy, f1_macro, roc_auc_ovr or log_loss)"
+        )
+    if spec.task != "multiclass":
+        return
+    held = set(y_hold.unique().tolist())
+    unseen = sorted(held - set(seen), key=str)
+    if unseen:
+        raise TrainingError(
+            f"{where}: class(es) {unseen} are in the holdout but not in the training rows, so "
+            "the model could never answer them: ingest more rows of those classes"
+        )
+    missing = [c for c in seen if c not in held]
+    if missing:
+        raise TrainingError(
+            f"{where}: class(es) {missing} are missing from the {len(y_hold)} holdout rows, so "
+            "the gate could not judge the model on them: ingest more rows of those classes or "
+            "raise split.holdout_fraction"
+        )
+
+
 def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Trained:
     """Fit on the ``train`` split, score on ``holdout``. Deterministic for the same inputs."""
     x_train, y_train = split(features, spec, "train")
@@ -150,17 +216,13 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
             f"model {spec.name!r}: {len(x_train)} train and {len(x_hold)} holdout rows; both "
             "must be non-empty: ingest more data or change split.holdout_fraction"
         )
-    if spec.task == "classification" and y_train.nunique() < 2:
-        raise TrainingError(
-            f"model {spec.name!r}: target {spec.target!r} has a single class "
-            f"({y_train.iloc[0]!r}) in the {len(y_train)} training rows; a classifier needs "
-            "both: check the data at this commit"
-        )
-    from mlops_assets.training.pipeline import build_pipeline, fit_or_explain
+    if spec.task != "regression":
+        _check_classes(spec, y_train, y_hold)
+    from mlops_assets.training.pipeline import build_pipeline
 
     pipeline = build_pipeline(spec, params)
-    if spec.task != "classification":
-        fit_or_explain(pipeline, x_train, y_train, spec, params)
+    if spec.task != "classification":  # regression and multiclass: no decision threshold
+        pipeline.fit(x_train, y_train)
         return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
     from sklearn.model_selection import FixedThresholdClassifier
 
@@ -168,7 +230,7 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
     # The threshold travels inside the model: predict() answers at it everywhere the model goes
     # (gate, registry pyfunc, server, reproduction).
     model = FixedThresholdClassifier(pipeline, threshold=threshold, response_method="predict_proba")
-    fit_or_explain(model, x_train, y_train, spec, params)
+    model.fit(x_train, y_train)
     return Trained(
         model,
         score(model, x_hold, y_hold, spec),
@@ -187,8 +249,11 @@ def records(frame: pd.DataFrame, spec: ModelSpec) -> list[dict]:
 
 
 def predictions(pipeline: Pipeline, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """What the model answers for ``frame``: P(class 1) for a classifier, the value otherwise."""
+    """What the model answers for ``frame``: P(class 1) for a classifier, the value for a
+    regressor, the class for a multiclass model."""
     x = inputs(frame, spec)
+    if spec.task == "multiclass":
+        return pipeline.predict(x)
     if spec.task == "classification":
         return pipeline.predict_proba(x)[:, 1]
     return pipeline.predict(x)

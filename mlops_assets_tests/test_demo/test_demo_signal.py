@@ -15,12 +15,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_assets.demo import DEMO_SPECS_DIR
 from mlops_assets.demo.seeding import DEMO_DAYS, DEMO_ROWS
-from mlops_assets.demo.simulator import simulate_batch, simulate_with_truth
+from mlops_assets.demo.simulator import TEAMS, simulate_batch, simulate_with_truth
 from mlops_assets.featurize import build_features, is_holdout
 from mlops_assets.monitoring.performance import compare, live_score
 from mlops_assets.specs import ModelSpec
-from mlops_assets.training.train import decision_threshold, fit, inputs, predictions
+from mlops_assets.specs.model import get_spec, load_spec_file
+from mlops_assets.training.train import classes, decision_threshold, fit, inputs, predictions
+
+
+# Every demo spec: the packaged two and the opt-in multiclass one (mlops_assets/demo/specs/).
+@pytest.fixture(params=["churn", "demand", "tickets"])
+def spec(request):
+    if request.param == "tickets":
+        return load_spec_file(DEMO_SPECS_DIR / "tickets.yaml")
+    return get_spec(request.param)
+
 
 # (days, rows per day) of every place that seeds demo data and trains a first model on it
 SIZES = {
@@ -62,6 +73,8 @@ def _oracle(spec: ModelSpec, end: dt.date, days: int, rows: int) -> float:
     parts = [_holdout_day(spec, end - dt.timedelta(days=i), rows) for i in range(days)]
     y = np.concatenate([y for y, _ in parts])
     truth = np.concatenate([t for _, t in parts])
+    if spec.task == "multiclass":  # the truth is P(class), one column per class in TEAMS order
+        return live_score(spec, y, np.asarray(TEAMS)[truth.argmax(axis=1)], truth, list(TEAMS))
     if spec.task == "classification":
         return live_score(spec, y, (truth >= 0.5).astype(int), truth)
     return live_score(spec, y, truth, None)
@@ -108,14 +121,23 @@ def test_the_first_model_clears_its_gate_and_the_drift_scenarios_still_bite(spec
     tomorrow = end + dt.timedelta(days=1)
     drifted = simulate_batch(spec.simulator, tomorrow, rows=1000, drift="concept_drift")
     values = predictions(trained.pipeline, drifted, spec)
-    labels = (
-        trained.pipeline.predict(inputs(drifted, spec)) if spec.task == "classification" else values
-    )
+    if spec.task == "multiclass":  # the class, and P(class) per class of the model
+        model = trained.pipeline
+        values = model.predict_proba(inputs(drifted, spec))
+        labels, known = predictions(model, drifted, spec), classes(model)
+    else:
+        known = None
+        labels = (
+            trained.pipeline.predict(inputs(drifted, spec))
+            if spec.task == "classification"
+            else values
+        )
     live = live_score(
         spec,
         drifted[spec.target].to_numpy(),
         labels,
-        values if spec.task == "classification" else None,
+        values if spec.task != "regression" else None,
+        known,
     )
     band = compare(spec, live, first, rows=1000, tolerance=spec.evaluation.tolerance, se=0.02)
     assert band.below_band and band.significant, (end, first, live)
