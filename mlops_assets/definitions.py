@@ -14,6 +14,7 @@ from mlops_assets.defs.monitoring.sensors import (
     build_freshness_sensor,
     build_monitoring_sensor,
 )
+from mlops_assets.defs.monitoring.upkeep import build_upkeep_assets, build_upkeep_schedule
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.training.assets import build_training_assets
 from mlops_assets.settings import Settings
@@ -27,6 +28,7 @@ def defs() -> dg.Definitions:
     assets: list[dg.AssetsDefinition | dg.SourceAsset] = []
     checks: list[dg.AssetChecksDefinition] = []
     sensors: list[dg.SensorDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
     for spec in specs:
         sensors += [
             build_automation_sensor(spec),  # new data: the loop, declaratively
@@ -41,7 +43,9 @@ def defs() -> dg.Definitions:
             *build_training_assets(spec),
             *build_deployment_assets(spec),
             *build_monitoring_assets(spec),
+            *build_upkeep_assets(spec, settings.log_retention_days),
         ]
+        schedules.append(build_upkeep_schedule(spec))  # the log's upkeep, daily
         for d in built:
             if isinstance(d, dg.AssetChecksDefinition):
                 checks.append(d)
@@ -56,6 +60,7 @@ def defs() -> dg.Definitions:
         assets=assets,
         asset_checks=checks,
         jobs=[observe],
+        schedules=schedules,
         sensors=sensors,
         resources=build_resources(settings),
         executor=executor_for(settings.executor),

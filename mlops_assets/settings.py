@@ -24,6 +24,8 @@ hand what they need down. Nothing here does work at import.
 | MLOPS_PROMETHEUS_SELECTOR    | ``job="mlops-inference"``      | the replicas' scrape job  |
 | MLOPS_ROLLOUT_LEASE_SECONDS  | 60                             | 60                        |
 | MLOPS_LOG_SEGMENT_ROWS / _SECONDS | 5000 rows / 60 s          | 5000 rows / 60 s          |
+| MLOPS_LOG_RETENTION_DAYS     | 30 (raw segments kept beside  | 30                        |
+|                              | their compacted Parquet)       |                           |
 | MLOPS_REPLAY_HOLDOUT         | on (the demo has no clients)   | **off** (replayed rows    |
 |                              |                                | would reach monitoring)   |
 | MLOPS_COMMITTER              | the OS user                    | the pod's identity        |
@@ -91,6 +93,18 @@ def _number(environ: Mapping[str, str], var: str, default: float, kind=float):
     return value
 
 
+def _retention_days(environ: Mapping[str, str]) -> int:
+    """MLOPS_LOG_RETENTION_DAYS: 0 is allowed (raw segments go once compacted)."""
+    raw = environ.get("MLOPS_LOG_RETENTION_DAYS", "").strip()
+    if not raw:
+        return 30
+    if not raw.isdigit():
+        raise SettingsError(
+            f"MLOPS_LOG_RETENTION_DAYS={raw!r} is not a number of days: give 0 or more"
+        )
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The platform's configuration, read once from the environment by an entry point."""
@@ -118,6 +132,7 @@ class Settings:
     rollout_lease_seconds: float = 60.0
     log_segment_rows: int = 5000
     log_segment_seconds: float = 60.0
+    log_retention_days: int = 30
     replay_holdout: bool = True
     committer: str = ""
     mlflow_run_id: str | None = None  # set by `mlflow run` for the run it started
@@ -158,6 +173,7 @@ class Settings:
             rollout_lease_seconds=float(_number(e, "MLOPS_ROLLOUT_LEASE_SECONDS", 60.0)),
             log_segment_rows=int(_number(e, "MLOPS_LOG_SEGMENT_ROWS", 5000, int)),
             log_segment_seconds=float(_number(e, "MLOPS_LOG_SEGMENT_SECONDS", 60.0)),
+            log_retention_days=_retention_days(e),
             # Replaying the holdout through /predict is for a demo with no clients: in
             # production those rows would land in the prediction log as if they were traffic.
             replay_holdout=_flag(e, "MLOPS_REPLAY_HOLDOUT", env == EMBEDDED),

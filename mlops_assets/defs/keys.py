@@ -10,7 +10,7 @@ import dagster as dg
 LOOP_STEPS = ("dataset", "features", "trained_model", "model_evaluation", "deployment")
 MONITORING_STEPS = ("drift_report", "production_performance")
 # Every asset of a spec, as the lineage graph draws them.
-ASSET_NAMES = ("raw_data", *LOOP_STEPS, *MONITORING_STEPS)
+ASSET_NAMES = ("raw_data", *LOOP_STEPS, *MONITORING_STEPS, "prediction_log_upkeep")
 
 # Run tags (shown on every run in the UI; the sensors and the loop harness read them back).
 TRIGGER = "mlops/trigger"  # new_data, new_predictions, drift, performance, stale_model
@@ -51,6 +51,10 @@ def drift_report_key(spec_name: str) -> dg.AssetKey:
 
 def production_performance_key(spec_name: str) -> dg.AssetKey:
     return dg.AssetKey([spec_name, "production_performance"])
+
+
+def prediction_log_upkeep_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "prediction_log_upkeep"])
 
 
 def retrain_keys(spec_name: str) -> list[dg.AssetKey]:

@@ -3,6 +3,10 @@ window drift is computed on, and the window live performance scores (joined to t
 Only real traffic: rows logged as synthetic (holdout replay, smoke tests, benchmarks, sent
 with the ``X-Mlops-Synthetic`` header) never enter a window.
 
+The log is read as the upkeep leaves it (see ``monitoring/upkeep.py``): the compacted Parquet
+day files plus the raw segments not compacted yet, each row once, in the same order as the raw
+log, so a window is the same before and after compaction and retention.
+
 Plain library code: no Dagster import.
 """
 
@@ -12,9 +16,9 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from mlops_assets.monitoring.drift import PREDICTION, PROBABILITY
+from mlops_assets.monitoring.drift import PREDICTION
 from mlops_assets.monitoring.labels import read_labels
-from mlops_assets.serving.predlog import PREFIX, read_rows
+from mlops_assets.monitoring.upkeep import logged_rows
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound, VersionedStore
 
@@ -23,32 +27,25 @@ def served_rows(
     store: VersionedStore, spec: ModelSpec, version: str, ref: str | None = None
 ) -> Iterator[dict]:
     """Rows the serving version answered to real clients, newest first, from the committed log
-    at ``ref`` (default: main's head; nothing if the log has no commit yet)."""
+    at ``ref`` (default: main's head; nothing if the log has no commit yet): compacted day
+    files and raw segments alike."""
     if ref is None:
         try:
             ref = store.get_commit("main").id
         except NotFound:
             return
-    paths = sorted(store.list(ref, f"{PREFIX}{spec.name}/"))
-    for path in reversed(paths):  # newest segments first
-        for r in reversed(read_rows(store.get(ref, path))):
-            if r["model_version"] == version and not r.get("synthetic"):
-                yield r
+    for r in logged_rows(store, spec.name, ref):
+        if r["model_version"] == version and not r.get("synthetic"):
+            yield r
 
 
 def current_window(store: VersionedStore, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
     """The newest ``rows`` rows the serving version answered: inputs, its answer (probability
-    for a classifier; the class, with ``probability_<class>`` columns, for a multiclass model)
-    as ``prediction``, and the time, oldest first."""
+    for a classifier) as ``prediction``, and the time, oldest first."""
     out: list[dict] = []
     for r in served_rows(store, spec, version):
         value = r.get("probability", r.get("prediction"))
-        if isinstance(value, dict):  # multiclass: the class, and P(class) for each class
-            answer = {PREDICTION: r["prediction"]}
-            answer.update({f"{PROBABILITY}{c}": p for c, p in value.items()})
-        else:
-            answer = {PREDICTION: value}
-        out.append({**r["inputs"], **answer, "timestamp": r["timestamp"]})
+        out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
         if len(out) >= rows:
             break
     return pd.DataFrame(out[::-1])

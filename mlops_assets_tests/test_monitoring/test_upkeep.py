@@ -1,0 +1,421 @@
+"""Prediction-log upkeep: compaction into Parquet per model and day, and the retention of raw
+segments, each a commit; windows read the result and are the same as before it.
+
+Segments are made in the log's own format and committed by its own committer, with timestamps
+chosen by the test (the dates never come from the calendar); the concurrency test runs the real
+prediction log, whose rows carry the real time, and acts for a day far after any of them."""
+
+import asyncio
+import datetime as dt
+import io
+import threading
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import orjson
+import pandas as pd
+import pytest
+
+from mlops_assets.defs.keys import prediction_log_upkeep_key
+from mlops_assets.defs.monitoring.upkeep import build_upkeep_assets, build_upkeep_schedule
+from mlops_assets.defs.resources import DataStoreResource
+from mlops_assets.monitoring.labels import commit_labels, labels_repository
+from mlops_assets.monitoring.upkeep import (
+    UpkeepError,
+    day_paths,
+    decode_day,
+    encode_day,
+    logged_rows,
+    read_index,
+    upkeep,
+)
+from mlops_assets.monitoring.windows import current_window, labelled_window, served_rows
+from mlops_assets.serving.predlog import PREFIX, PredictionLog, read_rows, store_committer
+from mlops_assets.settings import Settings, SettingsError
+from mlops_assets.specs.model import get_spec
+from mlops_assets.store.local import LocalStore
+
+SPEC = get_spec("churn")
+UTC = dt.UTC
+TODAY = dt.date(2026, 11, 21)
+
+
+def _at(day: int, hh: int, mm: int, ss: float = 0.0) -> dt.datetime:
+    return dt.datetime(2026, 11, day, hh, mm, tzinfo=UTC) + dt.timedelta(seconds=ss)
+
+
+def _line(
+    when: dt.datetime, request_id: str, version: str, n: int, inputs=None, outputs=None, **extra
+) -> bytes:
+    """One logged request, as PredictionLog._write writes it."""
+    record = {
+        "timestamp": when.isoformat(timespec="milliseconds"),
+        "request_id": request_id,
+        "model": SPEC.name,
+        "model_version": version,
+        "rows": n,
+        "inputs": inputs
+        or {
+            "tenure_months": [3, 3.5, 4, 4.5][:n],  # ints and floats in one column
+            "monthly_charges": [80.0] * n,
+            "support_tickets": [2] * n,
+            "usage_hours": [None] * n,
+            "plan": ["basic"] * n,
+            "region": ["north"] * n,
+        },
+        **(
+            outputs
+            or {
+                "prediction": [i % 2 for i in range(n)],
+                "probability": [0.25 + i / 100 for i in range(n)],
+            }
+        ),
+        **extra,
+    }
+    return orjson.dumps(record) + b"\n"
+
+
+def _commit_segment(store: LocalStore, folder: Path, opened: dt.datetime, lines: list[bytes]):
+    """A closed segment named as the log names it, committed by the log's committer."""
+    path = folder / SPEC.name / f"segment-{opened:%Y%m%dT%H%M%S%f}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(lines))
+    store_committer(lambda _: store, {SPEC.name: store.repository})(SPEC.name, [path])
+    return f"{PREFIX}{SPEC.name}/{opened:%Y%m%d}/{path.name}"
+
+
+def _seed(tmp_path) -> tuple[LocalStore, dict[str, str]]:
+    """Five segments over four days, as a server would have committed them."""
+    store = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    folder = tmp_path / "log"
+    seg = {
+        "a": _commit_segment(
+            store,
+            folder,
+            _at(18, 10, 0),
+            [_line(_at(18, 10, 0, 1), "a1", "1", 3), _line(_at(18, 10, 0, 2), "a2", "2", 2)],
+        ),
+        "b": _commit_segment(
+            store,
+            folder,
+            _at(19, 12, 0),
+            [
+                _line(_at(19, 12, 0, 1), "b1", "1", 2),
+                _line(_at(19, 12, 0, 2), "b2", "1", 2, synthetic="replay"),
+            ],
+        ),
+        # spans midnight: its newest row is of the 20th, so it belongs to the 20th
+        "c": _commit_segment(
+            store,
+            folder,
+            _at(19, 23, 59, 50),
+            [_line(_at(19, 23, 59, 55), "c1", "1", 1), _line(_at(20, 0, 0, 5), "c2", "1", 2)],
+        ),
+        # named after the 21st (the file opened after midnight), its rows are of the 20th
+        "d": _commit_segment(
+            store,
+            folder,
+            _at(21, 0, 0, 0.002),
+            [
+                _line(_at(20, 23, 59, 59.999), "d1", "1", 2),
+                # another schema: fewer inputs, no probability
+                _line(
+                    _at(20, 23, 59, 59.999),
+                    "d2",
+                    "1",
+                    1,
+                    inputs={"tenure_months": [7.5], "plan": ["pro"]},
+                    outputs={"prediction": [1]},
+                ),
+            ],
+        ),
+        "e": _commit_segment(store, folder, _at(21, 1, 0), [_line(_at(21, 1, 0, 1), "e1", "1", 2)]),
+    }
+    commit_labels(
+        store,
+        SPEC,
+        [
+            {"request_id": "a1", "row": 2, "label": 0},
+            {"request_id": "c2", "row": 0, "label": 1},
+            {"request_id": "d1", "row": 1, "label": 1},
+            {"request_id": "e1", "row": 0, "label": 0},
+        ],
+    )
+    return store, seg
+
+
+def _views(store: LocalStore) -> dict:
+    head = store.head("main")
+    return {
+        "rows": list(logged_rows(store, SPEC.name, head)),
+        "served": list(served_rows(store, SPEC, "1")),
+        "current": current_window(store, SPEC, "1", 100),
+        "current_small": current_window(store, SPEC, "1", 4),
+        "labelled": labelled_window(store, SPEC, "1", 100),
+    }
+
+
+def _assert_same(before: dict, after: dict) -> None:
+    assert after["rows"] == before["rows"]
+    assert after["served"] == before["served"]
+    for name in ("current", "current_small", "labelled"):
+        pd.testing.assert_frame_equal(after[name], before[name], check_exact=True)
+
+
+def test_compaction_writes_a_parquet_per_day_and_windows_do_not_change(tmp_path):
+    store, seg = _seed(tmp_path)
+    before = _views(store)
+    assert len(before["rows"]) == 17 and len(before["labelled"]) == 4
+    base = store.head("main")
+
+    result = upkeep(store, SPEC.name, TODAY, retention_days=30)
+
+    # the 18th, 19th and 20th are compacted; the 21st (today) waits
+    assert result.days == ["2026-11-18", "2026-11-19", "2026-11-20"]
+    assert result.compacted_segments == 4 and result.waiting_segments == 1
+    assert result.compacted_rows == 15  # every row of a, b, c, d
+    assert result.expired_segments == 0 and result.retention_commit is None
+    assert result.base_commit == base
+    assert store.head("main") == result.merge_commit
+    # every raw segment is still there (30 days of retention)
+    assert set(seg.values()) <= set(store.list("main", PREFIX))
+    # each day file holds exactly the rows of its segments, and queries as a table
+    by_day = {"2026-11-18": ["a"], "2026-11-19": ["b"], "2026-11-20": ["c", "d"]}
+    for day, names in by_day.items():
+        parquet, _ = day_paths(SPEC.name, dt.date.fromisoformat(day))
+        data = store.get("main", parquet)
+        expected = {seg[n]: read_rows(store.get(base, seg[n])) for n in names}
+        assert decode_day(data) == expected
+        table = pd.read_parquet(io.BytesIO(data))
+        assert len(table) == sum(map(len, expected.values()))
+        assert (table["time"].dt.date.astype(str) <= day).all()
+    index = read_index(store, "main", SPEC.name)
+    assert {s: e.day.isoformat() for s, e in index.items()} == {
+        seg["a"]: "2026-11-18",
+        seg["b"]: "2026-11-19",
+        seg["c"]: "2026-11-20",
+        seg["d"]: "2026-11-20",  # by its rows, not by the name it got after midnight
+    }
+    # the compaction is a commit of its own, reachable from main, with what it did
+    compaction = store.get_commit(result.compaction_commit)
+    assert compaction.metadata["rows"] == "15" and compaction.metadata["segments"] == "4"
+    assert result.compaction_commit in store.get_commit("main").parents
+    assert result.raw_bytes > 0 and result.parquet_bytes_after > 0
+    # the windows read the day files now, and give the same answer
+    _assert_same(before, _views(store))
+
+
+def test_retention_deletes_compacted_raw_segments_in_a_commit_history_keeps(tmp_path):
+    store, seg = _seed(tmp_path)
+    before = _views(store)
+    base = store.head("main")
+
+    result = upkeep(store, SPEC.name, TODAY, retention_days=1)
+
+    # raw segments of days before the 20th go; the 20th's and today's (not compacted) stay
+    assert result.expired_segments == 2 and result.expired_rows == 9
+    raw = set(store.list("main", PREFIX))
+    assert raw == {seg["c"], seg["d"], seg["e"]}
+    removed = {c.path for c in store.diff(base, "main") if c.type == "removed"}
+    assert removed == {seg["a"], seg["b"]}
+    retention = store.get_commit(result.retention_commit)
+    assert retention.metadata["segments"] == "2" and retention.parents == (
+        result.compaction_commit,
+    )
+    # nothing disappears without a trace: the deleted segments are in the history
+    assert read_rows(store.get(result.compaction_commit, seg["a"]))[0]["request_id"] == "a1"
+    _assert_same(before, _views(store))
+
+    # a second run for the same day has nothing to do: no commit
+    again = upkeep(store, SPEC.name, TODAY, retention_days=1)
+    assert again.compaction_commit is again.retention_commit is again.merge_commit is None
+    assert store.head("main") == result.merge_commit
+
+    # a day later, with 0 days of retention, every compacted raw segment goes; today's stays
+    later = upkeep(store, SPEC.name, TODAY + dt.timedelta(days=1), retention_days=0)
+    assert later.days == ["2026-11-21"] and later.expired_segments == 3
+    assert store.list("main", PREFIX) == []
+    assert [r["request_id"] for r in logged_rows(store, SPEC.name, "main")][:1] == ["e1"]
+    _assert_same(before, _views(store))
+
+
+def test_a_late_segment_is_added_to_its_compacted_day(tmp_path):
+    store, seg = _seed(tmp_path)
+    upkeep(store, SPEC.name, TODAY, retention_days=30)
+    # a server that could not reach the store commits a segment of the 19th two days late
+    late = _commit_segment(
+        store, tmp_path / "log", _at(19, 15, 0), [_line(_at(19, 15, 0, 1), "late", "1", 4)]
+    )
+    before = _views(store)
+
+    result = upkeep(store, SPEC.name, TODAY, retention_days=30)
+
+    assert result.days == ["2026-11-19"] and result.compacted_rows == 4
+    assert result.parquet_bytes_before > 0  # the day file was rewritten with it
+    parquet, index_path = day_paths(SPEC.name, dt.date(2026, 11, 19))
+    assert set(decode_day(store.get("main", parquet))) == {seg["b"], late}
+    assert orjson.loads(store.get("main", index_path))["rows"] == 8
+    keys = Counter((r["request_id"], r["row"]) for r in logged_rows(store, SPEC.name, "main"))
+    assert len(keys) == 21 and set(keys.values()) == {1}  # every row, once
+    _assert_same(before, _views(store))
+
+
+def test_parquet_keeps_values_exactly_as_logged():
+    rows = read_rows(
+        _line(_at(18, 1, 0), "x", "1", 3)
+        + _line(_at(18, 1, 1), "y", "1", 1, inputs={"plan": [["a", 1]], "support_tickets": [True]})
+    )
+    decoded = decode_day(encode_day({"s": rows}))["s"]
+    assert decoded == rows
+    assert [type(r["inputs"].get("tenure_months")) for r in decoded] == [
+        int,
+        float,
+        int,
+        type(None),
+    ]
+    assert "tenure_months" not in decoded[-1]["inputs"]  # a key the request lacked stays out
+    assert decoded[-1]["inputs"]["support_tickets"] is True  # not 1, beside the ints 2
+    with pytest.raises(UpkeepError, match="not a compacted prediction log"):
+        decode_day(_plain_parquet(), "some.parquet")
+
+
+def _plain_parquet() -> bytes:
+    buf = io.BytesIO()
+    pd.DataFrame({"a": [1]}).to_parquet(buf)
+    return buf.getvalue()
+
+
+def test_an_upkeep_refuses_a_negative_retention_and_skips_an_empty_log(tmp_path):
+    store = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    with pytest.raises(UpkeepError, match="retention_days=-1"):
+        upkeep(store, SPEC.name, TODAY, retention_days=-1)
+    result = upkeep(store, SPEC.name, TODAY)  # no repository yet
+    assert result.base_commit is None and result.describe() == "churn: nothing logged yet"
+
+
+def test_no_acknowledged_row_is_lost_while_the_log_writes_and_the_upkeep_runs(tmp_path):
+    """The real log writes (acknowledging each request once durable) and commits segments while
+    upkeeps compact and expire them (0 days of retention) from another store object. A segment
+    still open is never compacted; at the end every acknowledged row is there exactly once."""
+    store = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    log = PredictionLog(
+        tmp_path / "log",
+        commit=store_committer(lambda _: store, {SPEC.name: store.repository}),
+        segment_rows=50,  # 25 requests of 2 rows: segments close by size only
+        segment_seconds=3600,
+    )
+    far = dt.date(9999, 1, 1)  # every logged day is before it, whatever the clock says
+    upkeeper = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    stop = threading.Event()
+    results, errors = [], []
+
+    def keep_up():
+        while not stop.is_set():
+            try:
+                results.append(upkeep(upkeeper, SPEC.name, far, retention_days=0))
+            except Exception as e:
+                errors.append(e)
+            stop.wait(0.02)
+
+    columns = {c: [1.0, 2.0] for c in SPEC.features}
+    outputs = {"prediction": [0, 1], "probability": [0.1, 0.9]}
+
+    async def produce(first: int, count: int) -> list[str]:
+        acked = []
+        for i in range(first, first + count):
+            await log.write(SPEC.name, "1", f"r{i}", columns, outputs)
+            acked.append(f"r{i}")
+        return acked
+
+    worker = threading.Thread(target=keep_up)
+    worker.start()
+    try:
+        acked = asyncio.run(produce(0, 400))  # 16 closed segments
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not errors, errors
+    assert sum(r.compacted_segments for r in results) > 0, "no upkeep ran while writing"
+    acked += asyncio.run(produce(400, 7))  # an open segment, written and acknowledged
+    _wait_for(lambda: log.rows_committed[SPEC.name] == 800)
+    open_segments = list((tmp_path / "log" / SPEC.name).glob("open-*.jsonl"))
+    assert len(open_segments) == 1
+
+    result = upkeep(upkeeper, SPEC.name, far, retention_days=0)
+
+    seen = [r["request_id"] for r in logged_rows(store, SPEC.name, "main")]
+    assert Counter(seen) == Counter({f"r{i}": 2 for i in range(400)})  # not the open one
+    compacted = read_index(store, "main", SPEC.name)
+    assert sum(e.rows for e in compacted.values()) == 800
+    assert store.list("main", PREFIX) == []  # all compacted, and expired with 0 days
+    assert result.expired_segments + sum(r.expired_segments for r in results) == 16
+
+    log.close()  # the open segment is closed and committed
+    upkeep(upkeeper, SPEC.name, far, retention_days=0)
+    seen = Counter((r["request_id"], r["row"]) for r in logged_rows(store, SPEC.name, "main"))
+    assert seen == Counter({(a, row): 1 for a in acked for row in (0, 1)})
+    assert store.list("main", PREFIX) == []
+
+
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+# ---- the Dagster asset and its schedule -----------------------------------------------------
+
+
+def test_the_scheduled_asset_runs_for_its_tick_day_and_reports_what_it_did(tmp_path):
+    store, _ = _seed(tmp_path)
+    schedule = build_upkeep_schedule(SPEC)
+    assert schedule.cron_schedule == "15 0 * * *" and schedule.execution_timezone == "UTC"
+    tick = dt.datetime(2026, 11, 21, 0, 15, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        request = schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        ).run_requests[0]
+        assert request.run_key == "upkeep-churn-2026-11-21"
+        (asset,) = build_upkeep_assets(SPEC, retention_days=1)
+        resources = {"data_store": DataStoreResource(local_root=str(tmp_path / "store"))}
+        run = dg.materialize(
+            [asset], instance=instance, resources=resources, run_config=request.run_config
+        )
+        assert run.success
+        meta = {
+            k: v.value
+            for k, v in run.asset_materializations_for_node(run.all_node_events[0].node_name)[
+                0
+            ].metadata.items()
+        }
+        assert meta["today"] == "2026-11-21" and meta["retention_days"] == 1
+        assert meta["segments_compacted"] == 4 and meta["rows_compacted"] == 15
+        assert meta["segments_expired"] == 2 and meta["rows_expired"] == 9
+        assert meta["bytes_before"] > 0 and meta["bytes_after"] > 0
+        assert meta["commit_id"] == store.head("main")
+        key = prediction_log_upkeep_key(SPEC.name)
+        assert instance.get_latest_materialization_event(key) is not None
+
+        # a config of its own overrides the settings' retention; a bad date fails, named
+        run = dg.materialize(
+            [asset],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {key.to_python_identifier(): {"config": {"today": "21/11"}}}},
+            raise_on_error=False,
+        )
+        assert not run.success
+        failure = run.get_step_failure_events()[0].step_failure_data.error
+        assert "today='21/11' is not a date" in failure.message
+
+
+def test_retention_days_come_from_the_environment_once():
+    assert Settings.from_env({}).log_retention_days == 30
+    assert Settings.from_env({"MLOPS_LOG_RETENTION_DAYS": "7"}).log_retention_days == 7
+    assert Settings.from_env({"MLOPS_LOG_RETENTION_DAYS": "0"}).log_retention_days == 0
+    with pytest.raises(SettingsError, match="MLOPS_LOG_RETENTION_DAYS='-3'"):
+        Settings.from_env({"MLOPS_LOG_RETENTION_DAYS": "-3"})
