@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from mlops_assets.monitoring.drift import PREDICTION
+from mlops_assets.monitoring.drift import PREDICTION, PROBABILITY
 from mlops_assets.monitoring.labels import read_labels
 from mlops_assets.monitoring.upkeep import logged_rows
 from mlops_assets.specs import ModelSpec
@@ -41,11 +41,17 @@ def served_rows(
 
 def current_window(store: VersionedStore, spec: ModelSpec, version: str, rows: int) -> pd.DataFrame:
     """The newest ``rows`` rows the serving version answered: inputs, its answer (probability
-    for a classifier) as ``prediction``, and the time, oldest first."""
+    for a classifier; the class, with ``probability_<class>`` columns, for a multiclass model)
+    as ``prediction``, and the time, oldest first."""
     out: list[dict] = []
     for r in served_rows(store, spec, version):
         value = r.get("probability", r.get("prediction"))
-        out.append({**r["inputs"], PREDICTION: value, "timestamp": r["timestamp"]})
+        if isinstance(value, dict):  # multiclass: the class, and P(class) for each class
+            answer = {PREDICTION: r["prediction"]}
+            answer.update({f"{PROBABILITY}{c}": p for c, p in value.items()})
+        else:
+            answer = {PREDICTION: value}
+        out.append({**r["inputs"], **answer, "timestamp": r["timestamp"]})
         if len(out) >= rows:
             break
     return pd.DataFrame(out[::-1])
