@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 SPECS_DIR = Path(__file__).parent
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -65,14 +74,26 @@ class SplitSpec(_Strict):
     seed: int = 42
 
 
+BUILTIN_ESTIMATORS = ("random_forest", "gradient_boosting", "linear")
+
+
 class Hyperparameters(_Strict):
     """How the estimator is built and fit. Each estimator uses the fields that apply to it."""
 
-    estimator: Literal["random_forest", "gradient_boosting", "linear"] = Field(
+    estimator: str = Field(
         default="random_forest",
         description=(
             "random_forest (RandomForest), gradient_boosting (HistGradientBoosting) or linear "
-            "(LogisticRegression for classification, Ridge for regression)"
+            "(LogisticRegression for classification, Ridge for regression), or the import path "
+            "of any scikit-learn-compatible estimator class, e.g. "
+            "sklearn.ensemble.ExtraTreesClassifier (then params sets its arguments)"
+        ),
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "keyword arguments of the estimator, checked against its get_params(); for a "
+            "built-in name they override what the fields above set"
         ),
     )
     n_estimators: int = Field(
@@ -89,6 +110,69 @@ class Hyperparameters(_Strict):
     )
     l2: float = Field(default=1.0, gt=0, le=1e6, description="linear: L2 penalty (alpha; C = 1/l2)")
     random_state: int = Field(default=0, ge=0, description="seed of every random choice in fit")
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _json_text_is_a_mapping(cls, value):
+        # `mlflow run -P params=...` and a launchpad text field hand the mapping over as JSON.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except json.JSONDecodeError as e:
+                raise ValueError(f"not a JSON object: {e}") from None
+        return value
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_is_known(cls, value: str) -> str:
+        if value in BUILTIN_ESTIMATORS:
+            return value
+        from mlops_assets.specs.imports import estimator_class, is_import_path
+
+        if not is_import_path(value):
+            raise ValueError(
+                f"{value!r} is neither a built-in estimator ({', '.join(BUILTIN_ESTIMATORS)}) "
+                "nor an import path such as sklearn.ensemble.ExtraTreesClassifier"
+            )
+        estimator_class(value)
+        return value
+
+    @field_validator("params")
+    @classmethod
+    def _params_fit_the_estimator(cls, value: dict[str, Any], info: ValidationInfo):
+        estimator = info.data.get("estimator")
+        if value and estimator and estimator not in BUILTIN_ESTIMATORS:
+            from mlops_assets.specs.imports import check_params, estimator_class
+
+            check_params(estimator_class(estimator), value, f"params of {estimator}")
+        return value
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.estimator in BUILTIN_ESTIMATORS
+
+
+NUMERIC_STEPS = ("scale", "passthrough")
+CATEGORICAL_STEPS = ("onehot", "ordinal", "passthrough")
+
+
+class PreprocessingSpec(_Strict):
+    """How each feature column is prepared before the estimator. Missing values are always
+    imputed first (median for numbers, the constant 'missing' for categories); then the chosen
+    step: ``scale`` (StandardScaler) or ``passthrough`` for numbers; ``onehot``, ``ordinal`` or
+    ``passthrough`` for categories; or the import path of a transformer factory for either
+    (``sklearn.preprocessing.RobustScaler``)."""
+
+    numeric: str = Field(
+        default="scale", description="step for every numeric feature: scale, passthrough or a path"
+    )
+    categorical: str = Field(
+        default="onehot",
+        description="step for every categorical feature: onehot, ordinal, passthrough or a path",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="a step for one column, overriding its kind's default"
+    )
 
 
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss"})
@@ -231,6 +315,7 @@ class ModelSpec(_Strict):
         default=None, description="name in the MLflow model registry; default: the spec's name"
     )
     model: Hyperparameters = Hyperparameters()
+    preprocessing: PreprocessingSpec = PreprocessingSpec()
     evaluation: EvaluationSpec
     threshold: ThresholdSpec = Field(
         default=ThresholdSpec(),
@@ -264,7 +349,85 @@ class ModelSpec(_Strict):
                 f"target {self.target!r} of a multiclass model must be an int, string or "
                 f"category column, not {cols[self.target].dtype}"
             )
+        self._check_preprocessing()
+        if not self.model.is_builtin or self.model.params:
+            self._check_estimator()
         return self
+
+    def _check_preprocessing(self) -> None:
+        pre = self.preprocessing
+        for col in pre.columns:
+            if col not in self.features:
+                raise ValueError(
+                    f"preprocessing.columns: {col!r} is not a feature: use one of "
+                    f"{', '.join(self.features)}"
+                )
+        for col in self.features:
+            self.preprocessing_step(col)  # raises for a step the column's kind lacks
+        from mlops_assets.specs.imports import is_import_path, transformer_factory
+
+        for where, step in [
+            ("preprocessing.numeric", pre.numeric),
+            ("preprocessing.categorical", pre.categorical),
+            *((f"preprocessing.columns.{c}", s) for c, s in pre.columns.items()),
+        ]:
+            if is_import_path(step):
+                transformer_factory(step, where)
+
+    def preprocessing_step(self, column: str) -> str:
+        """The step that prepares ``column``: scale, onehot, ordinal, passthrough or a path."""
+        from mlops_assets.specs.imports import is_import_path
+
+        numeric = self.dataset.columns[column].dtype in ("int", "float")
+        step = self.preprocessing.columns.get(
+            column, self.preprocessing.numeric if numeric else self.preprocessing.categorical
+        )
+        choices = NUMERIC_STEPS if numeric else CATEGORICAL_STEPS
+        if step not in choices and not is_import_path(step):
+            kind = "numeric" if numeric else "categorical"
+            where = (
+                f"preprocessing.columns.{column}"
+                if column in self.preprocessing.columns
+                else f"preprocessing.{kind}"
+            )
+            raise ValueError(
+                f"{where}: {step!r} does not apply to the {kind} feature {column!r}: use one of "
+                f"{', '.join(choices)} or a transformer's import path"
+            )
+        return step
+
+    def _check_estimator(self) -> None:
+        """The estimator (built-in with params, or by path) is built once with its params, and
+        must suit the task: a classifier answers probabilities, a regressor values."""
+        from mlops_assets.specs.imports import check_params, estimator_class
+
+        m = self.model
+        if m.is_builtin:
+            from mlops_assets.training.pipeline import builtin_estimator
+
+            base = builtin_estimator(self.task, m.model_copy(update={"params": {}}))
+            check_params(type(base), m.params, f"model.params of {m.estimator}")
+            return
+        instance = check_params(estimator_class(m.estimator), m.params, "model.params")
+        classify = self.task != "regression"
+        kind = getattr(instance, "_estimator_type", None)
+        if kind is None:
+            try:
+                kind = instance.__sklearn_tags__().estimator_type
+            except Exception:
+                kind = None
+        expected = "classifier" if classify else "regressor"
+        if kind is not None and kind != expected:
+            raise ValueError(
+                f"model.estimator {m.estimator!r} is a {kind}, but task is {self.task}: name a "
+                f"{expected}"
+            )
+        if classify and not hasattr(instance, "predict_proba"):
+            raise ValueError(
+                f"model.estimator {m.estimator!r} with these params has no predict_proba: a "
+                "classifier must answer probabilities (for sklearn.svm.SVC set params: "
+                "{probability: true}, or wrap it in sklearn.calibration.CalibratedClassifierCV)"
+            )
 
     def digest(self, exclude: set[str] | None = None) -> str:
         """A short digest of the spec (without the ``exclude`` sections): part of code versions.

@@ -80,7 +80,7 @@ def choose_threshold(
         return rule.value
     from sklearn.model_selection import train_test_split
 
-    from mlops_assets.training.pipeline import build_pipeline
+    from mlops_assets.training.pipeline import build_pipeline, fit_or_explain
 
     smallest = int(y.value_counts().min())
     if smallest < 4:
@@ -92,7 +92,7 @@ def choose_threshold(
     x_fit, x_val, y_fit, y_val = train_test_split(
         x, y, test_size=rule.validation_fraction, stratify=y, random_state=params.random_state
     )
-    probe = build_pipeline(spec, params).fit(x_fit, y_fit)
+    probe = fit_or_explain(build_pipeline(spec, params), x_fit, y_fit, spec, params)
     return best_threshold(rule.maximize, y_val.to_numpy(), probe.predict_proba(x_val)[:, 1])
 
 
@@ -218,11 +218,11 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
         )
     if spec.task != "regression":
         _check_classes(spec, y_train, y_hold)
-    from mlops_assets.training.pipeline import build_pipeline
+    from mlops_assets.training.pipeline import build_pipeline, fit_or_explain
 
     pipeline = build_pipeline(spec, params)
     if spec.task != "classification":  # regression and multiclass: no decision threshold
-        pipeline.fit(x_train, y_train)
+        fit_or_explain(pipeline, x_train, y_train, spec, params)
         return Trained(pipeline, score(pipeline, x_hold, y_hold, spec), len(x_train), len(x_hold))
     from sklearn.model_selection import FixedThresholdClassifier
 
@@ -230,7 +230,7 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
     # The threshold travels inside the model: predict() answers at it everywhere the model goes
     # (gate, registry pyfunc, server, reproduction).
     model = FixedThresholdClassifier(pipeline, threshold=threshold, response_method="predict_proba")
-    model.fit(x_train, y_train)
+    fit_or_explain(model, x_train, y_train, spec, params)
     return Trained(
         model,
         score(model, x_hold, y_hold, spec),
