@@ -265,17 +265,22 @@ def test_parquet_keeps_values_exactly_as_logged():
     rows = read_rows(
         _line(_at(18, 1, 0), "x", "1", 3)
         + _line(_at(18, 1, 1), "y", "1", 1, inputs={"plan": [["a", 1]], "support_tickets": [True]})
+        # a multiclass answer: the class, and P(class) per class
+        + _line(
+            _at(18, 1, 2),
+            "z",
+            "1",
+            1,
+            outputs={"prediction": ["billing"], "probability": [{"billing": 0.7, "tech": 0.3}]},
+        )
     )
     decoded = decode_day(encode_day({"s": rows}))["s"]
     assert decoded == rows
-    assert [type(r["inputs"].get("tenure_months")) for r in decoded] == [
-        int,
-        float,
-        int,
-        type(None),
-    ]
-    assert "tenure_months" not in decoded[-1]["inputs"]  # a key the request lacked stays out
-    assert decoded[-1]["inputs"]["support_tickets"] is True  # not 1, beside the ints 2
+    kinds = [type(r["inputs"].get("tenure_months")) for r in decoded]
+    assert kinds == [int, float, int, type(None), int]
+    assert "tenure_months" not in decoded[3]["inputs"]  # a key the request lacked stays out
+    assert decoded[3]["inputs"]["support_tickets"] is True  # not 1, beside the ints 2
+    assert list(decoded[4]["probability"]) == ["billing", "tech"]
     with pytest.raises(UpkeepError, match="not a compacted prediction log"):
         decode_day(_plain_parquet(), "some.parquet")
 
