@@ -347,6 +347,8 @@ def log_model(pipeline, example: pd.DataFrame, answers: np.ndarray, trusted: lis
     import mlflow
     from mlflow.models import infer_signature
 
+    from mlops_assets.training.lineage import pip_requirements
+
     signature = infer_signature(example, answers)
     return mlflow.sklearn.log_model(
         pipeline,
@@ -356,7 +358,61 @@ def log_model(pipeline, example: pd.DataFrame, answers: np.ndarray, trusted: lis
         signature=signature,
         input_example=example,
         pyfunc_predict_fn="predict",
+        # Stated, so MLflow does not infer them (a subprocess that loads the model, ~5 s).
+        pip_requirements=pip_requirements(),
     )
+
+
+def log_model_file(tracking: Tracking, model_id: str, name: str, text: str) -> None:
+    """Store ``text`` as the file ``name`` among a logged model's own artifacts, so every
+    version registered from it carries the file (``models:/<name>/<version>/<file>``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, name)
+        path.write_text(text)
+        tracking.call(
+            f"store {name} with model {model_id}",
+            lambda c: c.log_model_artifact(model_id, str(path)),
+        )
+
+
+def read_model_file(tracking: Tracking, name: str, version: str, file: str) -> str:
+    """The text of the file ``file`` stored with version ``version`` of ``name``."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = tracking.call(
+            f"read {file} of version {version} of {name!r}",
+            lambda c: mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}/{file}",
+                dst_path=tmp,
+                tracking_uri=tracking.tracking_uri,
+            ),
+        )
+        return Path(local).read_text()
+
+
+def append_to_model_file(tracking: Tracking, name: str, version: str, file: str, text: str):
+    """Append ``text`` to the file ``file`` of version ``version`` of ``name`` (the gate's
+    decision to the model card). The file is rewritten in the logged model's artifacts."""
+    mv = tracking.version(name, version)
+    model_id = model_id_of(mv)
+    if not model_id:
+        raise RegistryError(
+            f"version {version} of {name!r} was not registered from an MLflow 3 logged model "
+            f"(its source is {mv.source!r}), so it has no {file} to append to"
+        )
+    current = read_model_file(tracking, name, version, file)
+    log_model_file(tracking, model_id, file, current.rstrip("\n") + "\n" + text)
+
+
+def model_id_of(mv) -> str | None:
+    """The LoggedModel a version was registered from: its ``model_id``, which a REST registry
+    may leave empty, else the id in its ``models:/<model_id>`` source."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = str(mv.source or "")
+    rest = source.removeprefix("models:/")
+    return rest if rest != source and rest.startswith("m-") and "/" not in rest else None
 
 
 def registered_from_run(tracking: Tracking, name: str, run_id: str):
@@ -381,15 +437,35 @@ def register(tracking: Tracking, name: str, model_uri: str, run_id: str, tags: d
         return existing
 
     def create(_):
-        return mlflow.register_model(model_uri, name, tags=tags, await_registration_for=60)
+        # No fixed wait: MLflow's own wait sleeps in steps whenever it waits at all. A registry
+        # that creates versions asynchronously answers PENDING_REGISTRATION, polled below.
+        return mlflow.register_model(model_uri, name, tags=tags, await_registration_for=0)
 
     try:
-        return _str_version(tracking.call(f"register {name!r}", create))
+        return _str_version(_until_ready(tracking, tracking.call(f"register {name!r}", create)))
     except TrackingUnavailable as e:
         raise TrackingUnavailable(
             f"{e} Registering {name!r} from run {run_id} may or may not have completed; "
             "materializing again reuses a version from the same run instead of adding one."
         ) from e
+
+
+def _until_ready(tracking: Tracking, mv, timeout: float = 60.0, every: float = 0.2):
+    """The version once READY: at once from a registry that creates versions synchronously (the
+    open-source stores), else polled every ``every`` s for up to ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while str(getattr(mv, "status", "READY")) != "READY":
+        if str(mv.status) == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(
+                f"version {mv.version} of {mv.name!r} is {mv.status} after {timeout:g}s "
+                f"({getattr(mv, 'status_message', '') or 'no message'}): check the registry, "
+                "then materialize again (the version from the same run is reused)"
+            )
+        time.sleep(every)
+        mv = tracking.version(mv.name, str(mv.version))
+    return mv
 
 
 def _str_version(mv):

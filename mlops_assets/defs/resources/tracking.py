@@ -86,16 +86,18 @@ class MlflowResource(dg.ConfigurableResource):
                 # MLflow refuses to resume a run outside the process's active experiment,
                 # which an earlier step or library call in this process may have set.
                 mlflow.set_experiment(experiment_id=experiment_id)
-                return mlflow.start_run(run_id=found[0].info.run_id)  # RUNNING again
-            # Tagged at creation: a retry finds the run even if this attempt dies right after.
-            first = {DAGSTER_RUN_ID: dagster_run_id}
+                resumed = mlflow.start_run(run_id=found[0].info.run_id)  # RUNNING again
+                mlflow.set_tags(tags)
+                return resumed
+            # Tagged at creation, in the same request: a retry finds the run even if this
+            # attempt dies right after.
+            first = {**tags, DAGSTER_RUN_ID: dagster_run_id}
             return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=first)
 
         try:
-            # Inside the try: a failure while tagging still ends the run.
+            # Inside the try: a failure while tagging a resumed run still ends it.
             experiment = tracking.experiment_name(spec)
             run = tracking.call(f"start a run in experiment {experiment!r}", start)
-            tracking.call("tag the run", lambda _: mlflow.set_tags(tags))
             yield run
         except BaseException as e:
             _end_all(tracking, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED", context)

@@ -19,7 +19,7 @@ from mlops_assets.specs.model import validation_problems
 from mlops_assets.training import gate, onnx_export
 from mlops_assets.training.evaluate import Evaluation, evaluate
 from mlops_assets.training.history import FIRST_MODEL, AuditTrail, Entry, audit_repository
-from mlops_assets.training.run import Logged, code_version, lineage_tags, train_and_log
+from mlops_assets.training.run import Logged, code_version, data_uri, lineage_tags, train_and_log
 from mlops_assets.training.tracking import (
     PRODUCTION,
     Tracking,
@@ -105,9 +105,14 @@ def refuse_a_loosened_gate(context: dg.AssetExecutionContext, spec: ModelSpec) -
 
 
 def _trained_outputs(
-    tracking: Tracking, name: str, version: str, logged: Logged, params: Hyperparameters
+    tracking: Tracking,
+    spec: ModelSpec,
+    version: str,
+    logged: Logged,
+    params: Hyperparameters,
 ) -> tuple[dict, dict[str, MetadataEntry]]:
     """What ``trained_model`` stores (the version and its lineage) and shows in the UI."""
+    name = spec.model_name
     commit = logged.tags["lakefs.commit"]
     value = {
         "model_name": name,
@@ -132,6 +137,8 @@ def _trained_outputs(
         "model_digest": logged.model_digest,
         "lakefs_commit": dg.MetadataValue.text(commit),
         "lakefs_branch": logged.tags["lakefs.branch"],
+        "training_data": data_uri(spec, logged.tags),  # the source of the MLflow dataset inputs
+        "mlflow_model_id": logged.model_id,
         "train_rows": logged.trained.train_rows,
         "holdout_rows": logged.trained.holdout_rows,
         "params": dg.MetadataValue.json(params.model_dump()),
@@ -283,7 +290,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             {**logged.tags, "mlflow.run_id": logged.run_id},
         )
         context.log.info(f"registered {name!r} version {version.version}")
-        value, meta = _trained_outputs(tracking, name, str(version.version), logged, params)
+        value, meta = _trained_outputs(tracking, spec, str(version.version), logged, params)
         return dg.Output(value, data_version=dg.DataVersion(logged.run_hash), metadata=meta)
 
     @dg.asset(
