@@ -1,13 +1,19 @@
-"""Data and prediction drift with Evidently 0.7 (``Report`` + ``DataDriftPreset``).
+"""Data and prediction drift with Evidently 0.7, decided by Evidently's own tests.
 
-Evidently 0.7 reports a score per column (a p-value or a distance) with the method and
-threshold it used, not a drifted/not-drifted flag; ``drifted`` is derived here from the
-method: a p-value below the threshold, or a distance at or above it.
+One ``Report(..., include_tests=True)``:
+- ``DataDriftPreset(columns=<the spec's features>)``: a ``ValueDrift`` per feature, each with
+  a PASS/FAIL test (drifted = FAIL), and ``DriftedColumnsCount`` with its drifted-share test.
+  The dataset's drifted share is Evidently's, over the features only.
+- one ``ValueDrift`` per column of the model's answer (``prediction``; a multiclass model's
+  ``probability_<class>`` too), each with its own test: reported on its own, never counted in
+  the dataset share (a model that answers differently is a symptom, not one more feature).
+
+Everything is read from the snapshot's test results (``Snapshot.tests_results``) and the
+metric result each test names, never parsed out of metric names.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -43,12 +49,23 @@ class ColumnDrift:
     drifted: bool
 
 
+@dataclass(frozen=True)
+class DatasetDrift:
+    """Evidently's ``DriftedColumnsCount`` over the features and its drifted-share test."""
+
+    count: int
+    share: float
+    threshold: float  # the test fails at a share at or above it
+    drifted: bool
+
+
 @dataclass
 class DriftResult:
     columns: list[ColumnDrift]
     reference_rows: int
     current_rows: int
     html: str = field(repr=False, default="")
+    dataset: DatasetDrift | None = None  # None only for a result built by hand
 
     @property
     def features(self) -> list[ColumnDrift]:
@@ -65,10 +82,15 @@ class DriftResult:
 
     @property
     def drifted_count(self) -> int:
+        if self.dataset is not None:
+            return self.dataset.count
         return sum(c.drifted for c in self.features)
 
     @property
     def drift_share(self) -> float:
+        """The share of drifted features (Evidently's; outputs are never counted)."""
+        if self.dataset is not None:
+            return self.dataset.share
         return self.drifted_count / len(self.features) if self.features else 0.0
 
     def table(self) -> str:
@@ -81,10 +103,10 @@ class DriftResult:
         return "\n".join(rows)
 
 
-VALUE_DRIFT = re.compile(r"ValueDrift\(column=(?P<column>.+),method=(?P<method>.+),threshold=")
-
-
 def is_drifted(method: str, score: float, threshold: float) -> bool:
+    """The rule Evidently's ``ValueDriftTest`` applies to a column's score: a p-value below the
+    threshold, or a distance at or above it. ``compute_drift`` takes the test's own verdict;
+    this reads a stored score (a report's table, a metric) that comes without one."""
     return score < threshold if "p_value" in method else score >= threshold
 
 
@@ -109,10 +131,16 @@ def prepare(frame: pd.DataFrame, spec: ModelSpec, what: str) -> pd.DataFrame:
 
 
 def compute_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, spec: ModelSpec, html: bool = True
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    spec: ModelSpec,
+    html: bool = True,
+    drift_share: float = 0.5,
 ) -> DriftResult:
-    """Per-column drift of ``current`` against ``reference`` (features and prediction)."""
+    """Per-column drift of ``current`` against ``reference``: the features (and their drifted
+    share, whose test fails at ``drift_share``) and, on their own, the model's answers."""
     from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
 
     if len(current) == 0:
@@ -135,29 +163,65 @@ def compute_drift(
         categorical.append(PREDICTION)
     numeric = [c for c in cur.columns if c not in categorical]
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    snapshot = Report([DataDriftPreset()]).run(
+    outputs = output_columns(cur, spec)
+    report = Report(
+        [
+            DataDriftPreset(columns=list(spec.features), drift_share=drift_share),
+            *(ValueDrift(column=c) for c in outputs),
+        ],
+        include_tests=True,
+    )
+    snapshot = report.run(
         Dataset.from_pandas(cur, data_definition=definition),
         Dataset.from_pandas(ref, data_definition=definition),
     )
-    columns = []
-    for m in snapshot.dict()["metrics"]:
-        match = VALUE_DRIFT.match(m["metric_name"])
-        if not match:
-            continue
-        cfg = m["config"]
-        score, threshold = float(m["value"]), float(cfg["threshold"])
-        columns.append(
-            ColumnDrift(
-                cfg["column"],
-                cfg["method"],
-                score,
-                threshold,
-                is_drifted(cfg["method"], score, threshold),
-            )
+    columns, dataset = _read_tests(snapshot)
+    expected = [*spec.features, *outputs]
+    untested = [c for c in expected if c not in {d.column for d in columns}]
+    if untested or dataset is None:
+        raise DriftInputError(
+            f"Evidently gave no drift test for {untested or ['the drifted share']} of model "
+            f"{spec.name!r}: check that the evidently version is the one setup.py pins"
         )
-    order = {c: i for i, c in enumerate(cur.columns)}
+    order = {c: i for i, c in enumerate(expected)}
     columns.sort(key=lambda c: order.get(c.column, len(order)))
-    return DriftResult(columns, len(ref), len(cur), snapshot.get_html_str(False) if html else "")
+    return DriftResult(
+        columns, len(ref), len(cur), snapshot.get_html_str(False) if html else "", dataset
+    )
+
+
+def _read_tests(snapshot) -> tuple[list[ColumnDrift], DatasetDrift | None]:
+    """Each ``ValueDrift`` test (its column, method, threshold, the metric's score and the
+    test's verdict) and the ``DriftedColumnsCount`` test, from the snapshot's test results."""
+    columns: list[ColumnDrift] = []
+    dataset = None
+    for test in snapshot.tests_results:
+        params = test.metric_config.params
+        kind = str(params.get("type", "")).rsplit(":", 1)[-1]
+        result = snapshot.metric_results[test.metric_config.metric_id]
+        status = str(getattr(test.status, "value", test.status))
+        if status not in ("SUCCESS", "FAIL"):  # ERROR, SKIPPED: no verdict to act on
+            raise DriftInputError(
+                f"Evidently could not decide {test.name!r} ({status}): {test.description}"
+            )
+        if kind == "ValueDrift":
+            columns.append(
+                ColumnDrift(
+                    params["column"],
+                    params["method"],
+                    float(result.value),
+                    float(params["threshold"]),
+                    status == "FAIL",
+                )
+            )
+        elif kind == "DriftedColumnsCount":
+            dataset = DatasetDrift(
+                int(result.count.value),
+                float(result.share.value),
+                float(params["drift_share"]),
+                status == "FAIL",
+            )
+    return columns, dataset
 
 
 def reference_frame(store: VersionedStore, spec: ModelSpec, commit: str, model) -> pd.DataFrame:
