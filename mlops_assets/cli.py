@@ -95,15 +95,33 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return status
 
 
+def _progress(spec_name: str):
+    """A progress line on stderr while a large file is audited (every chunk of rows)."""
+    import time
+
+    start = time.monotonic()
+
+    def show(path: str, rows: int, size: int) -> None:
+        mb = size / 1e6
+        print(
+            f"[{spec_name}] auditing {path}: {rows:,} rows checked ({mb:,.1f} MB file, "
+            f"{time.monotonic() - start:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     spec = get_spec(args.spec)
     store = store_for(spec)
     meta: dict[str, str] = {}
     if args.file:
-        path = Path(args.file)
-        data = path.read_bytes()
-        name = args.name or path.stem
-        meta["file"] = path.name
+        from mlops_assets.ingest import ingest_path
+
+        result = ingest_path(store, spec, args.file, args.name, progress=_progress(spec.name))
+        return _print_result(result, args.report)
     else:
         if not spec.simulator:
             raise SystemExit(f"spec {spec.name!r} has no simulator: pass --file PATH")
@@ -304,7 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="commit one batch through write-audit-publish")
     ingest.add_argument("spec", help="model spec name, e.g. churn")
-    ingest.add_argument("--file", help="a CSV file to ingest instead of simulated data")
+    ingest.add_argument(
+        "--file",
+        help="a CSV or Parquet file, or a folder of them, to ingest instead of simulated data "
+        "(columns in any order; large files are audited in chunks)",
+    )
     ingest.add_argument("--name", help="batch name (default: day-<date>[-drift][-fault])")
     ingest.add_argument("--date", help="simulated day, YYYY-MM-DD (default: the next day)")
     ingest.add_argument("--rows", type=int, default=400)

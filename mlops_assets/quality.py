@@ -68,6 +68,37 @@ def _ragged_line(text: str) -> tuple[int, int, int] | None:
     return None
 
 
+def type_columns(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """The spec's columns of a text frame (``dtype=str``), converted to their dtypes (in spec
+    order, whatever the file's order), and per column the mask of cells that did not convert
+    (they become missing, so one bad cell never hides the others)."""
+    out = pd.DataFrame(index=df.index)
+    bad_cells: dict[str, pd.Series] = {}
+    for col, cs in spec.columns.items():
+        if col not in df.columns:
+            continue
+        raw_col = df[col]
+        if cs.dtype in ("int", "float"):
+            typed = pd.to_numeric(raw_col, errors="coerce").astype("float64")
+            bad = typed.isna() & raw_col.notna()
+            if cs.dtype == "int":
+                # Fractions, and integers beyond int64, are not ints of this column.
+                wrong = typed.notna() & ((typed % 1 != 0) | (typed.abs() >= 2**63))
+                bad |= wrong
+                typed = typed.where(~wrong)
+            out[col] = typed.astype("Int64" if cs.dtype == "int" else "float64")
+        elif cs.dtype == "date":
+            dates = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")
+            bad = dates.isna() & raw_col.notna()
+            out[col] = dates
+        else:
+            out[col] = raw_col.astype("string")
+            bad = pd.Series(False, index=df.index)
+        if bad.any():
+            bad_cells[col] = bad
+    return out, bad_cells
+
+
 def parse_batch(
     file: str, raw: bytes, spec: DatasetSpec
 ) -> tuple[pd.DataFrame | None, list[Violation]]:
@@ -129,38 +160,18 @@ def parse_batch(
                     "column is not in the dataset spec: remove it or add it to the spec",
                 )
             )
-    out = pd.DataFrame(index=df.index)
-    for col, cs in spec.columns.items():
-        if col not in df.columns:
-            continue
-        raw_col = df[col]
-        if cs.dtype in ("int", "float"):
-            typed = pd.to_numeric(raw_col, errors="coerce").astype("float64")
-            bad = typed.isna() & raw_col.notna()
-            if cs.dtype == "int":
-                # Fractions, and integers beyond int64, are not ints of this column.
-                wrong = typed.notna() & ((typed % 1 != 0) | (typed.abs() >= 2**63))
-                bad |= wrong
-                typed = typed.where(~wrong)
-            out[col] = typed.astype("Int64" if cs.dtype == "int" else "float64")
-        elif cs.dtype == "date":
-            dates = pd.to_datetime(raw_col, format="%Y-%m-%d", errors="coerce")
-            bad = dates.isna() & raw_col.notna()
-            out[col] = dates
-        else:
-            out[col] = raw_col.astype("string")
-            bad = pd.Series(False, index=df.index)
-        if bad.any():
-            examples = ", ".join(repr(v) for v in raw_col[bad].head(3))
-            violations.append(
-                Violation(
-                    file,
-                    col,
-                    "dtype",
-                    f"{int(bad.sum())} value(s) are not {cs.dtype} (rows {_rows(bad)}; e.g. "
-                    f"{examples}): fix the values or the column's dtype in the spec",
-                )
+    out, bad_cells = type_columns(df, spec)
+    for col, bad in bad_cells.items():
+        examples = ", ".join(repr(v) for v in df[col][bad].head(3))
+        violations.append(
+            Violation(
+                file,
+                col,
+                "dtype",
+                f"{int(bad.sum())} value(s) are not {spec.columns[col].dtype} (rows {_rows(bad)}; "
+                f"e.g. {examples}): fix the values or the column's dtype in the spec",
             )
+        )
     out[SOURCE_COLUMN] = file
     return out, violations
 
@@ -290,3 +301,213 @@ def read_dataset(
     paths = store.list(commit, spec.prefix)
     data, violations = load_dataset({p: store.get(commit, p) for p in paths}, spec)
     return data, violations, len(paths)
+
+
+# ---- streaming audit: one batch file, chunk by chunk ------------------------------------------
+
+AUDIT_CHUNK_ROWS = 100_000
+
+
+class _Tally:
+    """One (column, rule) across chunks: how many rows, the first row numbers, examples."""
+
+    def __init__(self, examples: int = 3) -> None:
+        self.count = 0
+        self.rows: list[int] = []
+        self.examples: list = []
+        self.max_examples = examples
+
+    def add(self, mask: pd.Series, values: pd.Series | None = None) -> None:
+        n = int(mask.sum())
+        if not n:
+            return
+        self.count += n
+        if len(self.rows) < 5:
+            self.rows += [int(i) + 1 for i in mask[mask].index[: 5 - len(self.rows)]]
+        if values is not None and len(self.examples) < self.max_examples:
+            self.examples += values[mask].head(self.max_examples - len(self.examples)).tolist()
+
+    def where(self) -> str:
+        more = self.count - len(self.rows)
+        return ", ".join(map(str, self.rows)) + (f" and {more} more" if more > 0 else "")
+
+
+def _first_problem(file: str, raw: bytes) -> Violation | None:
+    """Encoding, emptiness and ragged lines, checked without decoding the whole file at once."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    step = 1 << 20
+    for start in range(0, len(raw), step):
+        try:
+            decoder.decode(raw[start : start + step], final=start + step >= len(raw))
+        except UnicodeDecodeError as e:
+            at = start + e.start
+            line = raw[:at].count(b"\n") + 1
+            return Violation(
+                file,
+                None,
+                "encoding",
+                f"not UTF-8 (byte 0x{raw[at]:02x} on line {line}): re-export the file as UTF-8",
+            )
+    if not raw.strip():
+        return Violation(
+            file, None, "empty_file", "the file is empty: expected a CSV header and rows"
+        )
+    rows = csv.reader(io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=""))
+    header = next(rows, [])
+    for row in rows:
+        if row and len(row) != len(header):
+            return Violation(
+                file,
+                None,
+                "unparseable",
+                f"line {rows.line_num} has {len(row)} field(s) but the header has {len(header)} "
+                "(a stray comma or an unquoted value?): fix that line and re-export",
+            )
+    return None
+
+
+def audit_stream(
+    file: str,
+    raw: bytes,
+    spec: DatasetSpec,
+    existing_keys: set[str] | frozenset[str] = frozenset(),
+    seen_keys: set[str] | None = None,
+    chunk_rows: int = AUDIT_CHUNK_ROWS,
+    progress=None,
+) -> tuple[int, list[Violation]]:
+    """Every rule of the spec on one CSV batch, read ``chunk_rows`` rows at a time, so a file
+    of millions of rows is audited in bounded memory. Returns (rows, violations); each violation
+    names the file, the column and the first row numbers (1 = first row after the header).
+
+    ``seen_keys`` (shared across the files of one ingest) collects the batch's keys, so a key
+    repeated in another chunk or file is a duplicate too. ``progress(rows)`` is called after
+    each chunk."""
+    first = _first_problem(file, raw)
+    if first is not None:
+        return 0, [first]
+    reader = pd.read_csv(
+        io.BytesIO(raw),
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+        index_col=False,
+        chunksize=chunk_rows,
+    )
+    violations: list[Violation] = []
+    tallies: dict[tuple[str, str], _Tally] = {}
+    seen = seen_keys if seen_keys is not None else set()
+    dup_keys: list[str] = []
+    rows = 0
+
+    def tally(col: str, rule: str, examples: int = 3) -> _Tally:
+        return tallies.setdefault((col, rule), _Tally(examples))
+
+    try:
+        for chunk in reader:
+            if rows == 0:
+                for col in spec.columns:
+                    if col not in chunk.columns:
+                        violations.append(
+                            Violation(
+                                file,
+                                col,
+                                "missing_column",
+                                "column is missing: add it to the batch",
+                            )
+                        )
+                for col in chunk.columns:
+                    if col not in spec.columns:
+                        violations.append(
+                            Violation(
+                                file,
+                                col,
+                                "unexpected_column",
+                                "column is not in the dataset spec: remove it or add it to the "
+                                "spec",
+                            )
+                        )
+            typed, bad_cells = type_columns(chunk, spec)
+            for col, bad in bad_cells.items():
+                tally(col, "dtype").add(bad, chunk[col])
+            for col, cs in spec.columns.items():
+                if col not in typed.columns:
+                    continue
+                values = typed[col]
+                present = values.notna()
+                if not cs.nullable:
+                    # a cell that failed its dtype is reported as such, not again as missing
+                    missing = values.isna() & ~bad_cells.get(col, present & False)
+                    tally(col, "nulls").add(missing)
+                if cs.min is not None or cs.max is not None:
+                    low = present & (values < cs.min) if cs.min is not None else present & False
+                    high = present & (values > cs.max) if cs.max is not None else present & False
+                    tally(col, "range").add((low | high).fillna(False).astype(bool), values)
+                if cs.allowed is not None:
+                    allowed = {str(a) for a in cs.allowed}
+                    as_text = values.astype("string")
+                    mask = (present & ~as_text.isin(allowed)).fillna(False).astype(bool)
+                    tally(col, "allowed_values", 20).add(mask, as_text)
+            if spec.key in typed.columns:
+                keys = typed[spec.key].dropna().astype(str)
+                in_chunk = keys.duplicated(keep="first")
+                again = keys.isin(seen) | in_chunk
+                tally(spec.key, "duplicate_keys_rows").add(
+                    again.reindex(typed.index, fill_value=False)
+                )
+                if again.any() and len(dup_keys) < 3:
+                    dup_keys = (dup_keys + keys[again].head(3).tolist())[:3]
+                seen.update(keys)
+                if existing_keys:
+                    clash = (
+                        typed[spec.key].astype(str).isin(existing_keys) & typed[spec.key].notna()
+                    )
+                    tally(spec.key, "existing_keys").add(clash, typed[spec.key])
+            rows += len(chunk)
+            if progress is not None:
+                progress(rows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        return rows, [Violation(file, None, "unparseable", f"not a valid CSV file: {e}")]
+    if rows == 0:
+        violations.append(Violation(file, None, "empty_file", "the file has a header but no rows"))
+    for (col, rule), t in tallies.items():
+        if not t.count:
+            continue
+        cs = spec.columns[col]
+        if rule == "dtype":
+            detail = (
+                f"{t.count} value(s) are not {cs.dtype} (rows {t.where()}; e.g. "
+                f"{', '.join(repr(v) for v in t.examples)}): fix the values or the column's "
+                "dtype in the spec"
+            )
+        elif rule == "nulls":
+            detail = (
+                f"{t.count} missing value(s) where none are allowed (rows {t.where()}): fill "
+                "them or mark the column nullable in the spec"
+            )
+        elif rule == "range":
+            detail = (
+                f"{t.count} value(s) outside [{cs.min}, {cs.max}] (rows {t.where()}; e.g. "
+                f"{t.examples})"
+            )
+        elif rule == "allowed_values":
+            names = sorted({str(a) for a in cs.allowed or ()})
+            detail = (
+                f"{t.count} value(s) not in {names} (rows {t.where()}; found "
+                f"{sorted(set(map(str, t.examples)))})"
+            )
+        elif rule == "duplicate_keys_rows":
+            rule, detail = (
+                "duplicate_keys",
+                f"{t.count} row(s) repeat a key seen earlier in this batch (rows {t.where()}; "
+                f"e.g. {dup_keys}): keys must be unique",
+            )
+        else:  # existing_keys
+            rule, detail = (
+                "duplicate_keys",
+                f"{t.count} key(s) already exist on main (rows {t.where()}; e.g. "
+                f"{[str(k) for k in t.examples]}): a batch must bring new rows",
+            )
+        violations.append(Violation(file, col, rule, detail))
+    return rows, violations
