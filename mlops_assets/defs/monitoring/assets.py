@@ -127,6 +127,8 @@ def _drift_metadata(result, path, links: dict) -> dict:
     if result.prediction is not None:
         meta["prediction_drift_score"] = float(result.prediction.score)
         meta["prediction_drifted"] = result.prediction.drifted
+    if result.probabilities:  # multiclass: P(class) of each class, compared on its own
+        meta["probabilities_drifted"] = sum(c.drifted for c in result.probabilities)
     return meta
 
 
