@@ -14,7 +14,9 @@ Plain library code: no Dagster.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -144,3 +146,31 @@ def check_champion(
     return ChampionCheck(
         decision.promote, candidate, current, compared, reason, True, decision, tags
     )
+
+
+def compare_and_set(
+    tracking: Tracking,
+    spec: ModelSpec,
+    candidate: str,
+    x: pd.DataFrame,
+    y: pd.Series,
+    roll_out: Callable[[str | None], Any],
+    moved: Callable[[Any], bool],
+    log: Callable[[str], None] = print,
+    attempts: int = 3,
+) -> tuple[ChampionCheck, Any]:
+    """Compare (``check_champion``), then set: ``roll_out(champion)`` must start and promote
+    only while ``production`` still names ``champion`` (``moved(outcome)`` says it did not).
+    If production moved meanwhile, compare again with the new champion, at most ``attempts``
+    times. Returns the last check and the rollout's outcome (None if the check refused)."""
+    outcome = None
+    for attempt in range(1, attempts + 1):
+        check = check_champion(tracking, spec, candidate, x, y)
+        log(check.reason)
+        if not check.ok:
+            return check, None
+        outcome = roll_out(check.champion)
+        if not moved(outcome):
+            return check, outcome
+        log(f"production moved during attempt {attempt} of {attempts}: comparing again")
+    return check, outcome

@@ -1,6 +1,13 @@
 """Group ``deployment``: the version that passed the gate, rolled out to every inference-server
 replica (canary or blue-green, through the registry's shared desired state) and promoted or
-rolled back automatically on figures aggregated over every replica."""
+rolled back automatically on figures aggregated over every replica.
+
+Compare-and-set: the version rolled out is the one THIS run's gate passed (read from the run's
+own model_evaluation materialization and the version's registry tags, never from a file a
+concurrent run may have rewritten), and only while ``production`` still names the champion that
+gate compared it with; if it moved, the comparison is re-run against the one that serves now
+(``mlops_assets.training.promotion``). Every move of the alias, and every rollback, is appended
+to the model's audit trail (``mlops history NAME``)."""
 
 from dataclasses import fields
 
@@ -9,16 +16,38 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP
-from mlops_assets.defs.keys import deployment_key, features_key, model_evaluation_key
+from mlops_assets.defs.keys import (
+    TRIGGER,
+    deployment_key,
+    drift_report_key,
+    features_key,
+    model_evaluation_key,
+)
 from mlops_assets.defs.metadata import MetadataEntry
+from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
+from mlops_assets.defs.runs import latest_metadata, run_or_latest_metadata
 from mlops_assets.featurize import SPLIT
 from mlops_assets.serving.client import Replay
 from mlops_assets.serving.rollout import Policy, RegistryControl, Result, rollout
 from mlops_assets.specs import ModelSpec
+from mlops_assets.training.history import (
+    FIRST_MODEL,
+    PROMOTE,
+    ROLLBACK,
+    AuditTrail,
+    Entry,
+    audit_repository,
+)
+from mlops_assets.training.promotion import ChampionCheck, compare_and_set
 from mlops_assets.training.tracking import Tracking
-from mlops_assets.training.train import records
+from mlops_assets.training.train import records, split
+
+# Production may move again while we re-gate and roll out (another rollout, a person): each
+# move costs one more comparison, and after this many the deployment refuses rather than chase.
+CAS_ATTEMPTS = 3
+SERVING = ("promoted", "first_deployment", "already_serving")
 
 
 class DeployConfig(dg.Config):
@@ -74,7 +103,7 @@ def _rollout_metadata(
     analysis: str,
 ) -> dict[str, MetadataEntry]:
     """What a person reads on a rollout: the decision, why, and each version's window."""
-    healthy = result.decision != "rolled_back"
+    healthy = result.decision in SERVING
     meta: dict[str, MetadataEntry] = {
         "decision": result.decision,
         "reason": result.reason,
@@ -99,14 +128,136 @@ def _rollout_metadata(
     return meta
 
 
+def _candidate(context: dg.AssetExecutionContext, spec: ModelSpec, config: DeployConfig) -> str:
+    """The version THIS run's gate judged (or, deploying alone, the last one judged)."""
+    gated = run_or_latest_metadata(context, model_evaluation_key(spec.name))
+    if not gated or "challenger_version" not in gated:
+        raise dg.Failure(
+            f"no gate decision to deploy: materialize "
+            f"{model_evaluation_key(spec.name).to_user_string()} first",
+            allow_retries=False,
+        )
+    if config.strategy not in ("canary", "blue_green"):
+        raise dg.Failure(f"strategy {config.strategy!r}: use canary or blue_green")
+    if config.decision_rule not in ("sequential", "fixed"):
+        raise dg.Failure(f"decision_rule {config.decision_rule!r}: use sequential or fixed")
+    return str(gated["challenger_version"])
+
+
+def _moved(result: Result) -> bool:
+    return result.decision == "champion_moved"
+
+
+def _policy(config: DeployConfig, serving: ServingResource) -> Policy:
+    return Policy(
+        **{f.name: getattr(config, f.name) for f in fields(Policy) if hasattr(config, f.name)},
+        lease_seconds=serving.lease_seconds,
+    )
+
+
+def _canary_evidence(result: Result) -> dict:
+    keep = ("requests", "errors", "error_rate", "p95_ms", "mean_prediction")
+    out = {k: result.candidate_stats[k] for k in keep if k in result.candidate_stats}
+    prod = result.production_stats.get("mean_prediction")
+    if prod is not None:
+        out["production_mean_prediction"] = prod
+    return out
+
+
+def audit_entry(
+    spec: ModelSpec,
+    result: Result,
+    check: ChampionCheck,
+    run_id: str,
+    trigger: str,
+    actor: str,
+    drift_share: float | None,
+) -> Entry | None:
+    """The audit-trail entry of a rollout's outcome (None when nothing moved: the candidate
+    already served, or production moved and nothing was rolled out)."""
+    action, frm, to = {
+        "promoted": (PROMOTE, result.production_before, result.candidate),
+        "first_deployment": (FIRST_MODEL, None, result.candidate),
+        # the alias stays; the candidate that answered part of the traffic is withdrawn
+        "rolled_back": (ROLLBACK, result.candidate, result.production_before),
+    }.get(result.decision, (None, None, None))
+    if action is None:
+        return None
+    evidence: dict = {"gate": check.evidence(), "strategy": result.strategy}
+    if action != FIRST_MODEL:
+        evidence["canary"] = _canary_evidence(result)
+    if drift_share is not None:
+        evidence["drift_share"] = drift_share
+    if check.regated:
+        evidence["compare_and_set"] = check.reason
+    return Entry(
+        spec.model_name, action, frm, to, trigger, result.reason, run_id=run_id, actor=actor,
+        evidence=evidence,
+    )  # fmt: skip
+
+
+def _drift_share(context: dg.AssetExecutionContext, spec: ModelSpec) -> float | None:
+    """The drift share that triggered this run, else the latest drift report's."""
+    tagged = context.run.tags.get("mlops/drift_share")
+    if tagged is not None:
+        return float(tagged)
+    value = (latest_metadata(context.instance, drift_report_key(spec.name)) or {}).get(
+        "drift_share"
+    )
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _audit(
+    context: dg.AssetExecutionContext,
+    spec: ModelSpec,
+    trail: AuditTrail,
+    result: Result,
+    check: ChampionCheck,
+) -> str | None:
+    """Append the rollout's outcome to the audit trail; the commit that holds it, if any."""
+    entry = audit_entry(
+        spec,
+        result,
+        check,
+        context.run.run_id,
+        context.run.tags.get(TRIGGER, "manual launch"),
+        context.run.tags.get("dagster/user", ""),
+        _drift_share(context, spec),
+    )
+    return trail.append(entry)[1] if entry is not None else None
+
+
+def _trail_metadata(trail: AuditTrail, commit: str | None, spec: ModelSpec) -> dict:
+    """Where the audit trail is, its latest entries, and how to print it."""
+    entries = trail.entries()
+    rows = ["| when | action | from | to | trigger | run |", "|---|---|---|---|---|---|"]
+    for e in entries[-10:]:
+        rows.append(
+            f"| {e.at[:19]} | {e.action} | {e.from_version or '-'} | {e.to_version or '-'} | "
+            f"{e.trigger} | {(e.run_id or '-')[:8]} |"
+        )
+    meta: dict = {
+        "audit_trail": dg.MetadataValue.md("\n".join(rows)),
+        "audit_entries": len(entries),
+        "audit_location": trail.location(),
+        "audit_command": f"mlops history {spec.name}",
+    }
+    if commit:
+        meta["audit_commit"] = dg.MetadataValue.text(commit)
+        url = trail.store.commit_url(commit)
+        if url:
+            meta["audit_commit_url"] = dg.MetadataValue.url(url)
+    return meta
+
+
 def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
         key=deployment_key(spec.name),
         automation_condition=LOOP,
-        ins={
-            "model_evaluation": dg.AssetIn(key=model_evaluation_key(spec.name)),
-            "features": dg.AssetIn(key=features_key(spec.name)),
-        },
+        # The gate's verdict is read from this run's materialization and the registry, not
+        # from model_evaluation's stored file (one per asset, shared by concurrent runs).
+        deps=[model_evaluation_key(spec.name)],
+        ins={"features": dg.AssetIn(key=features_key(spec.name))},
         group_name="deployment",
         kinds={"mlflow"},
         io_manager_key="json_io_manager",
@@ -123,28 +274,19 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     def deployment(
         context: dg.AssetExecutionContext,
         config: DeployConfig,
-        model_evaluation: dict,
         features: pd.DataFrame,
         serving: ServingResource,
         mlflow: MlflowResource,
+        data_store: DataStoreResource,
     ):
-        if model_evaluation["decision"] != "passed":
-            raise dg.Failure(
-                f"version {model_evaluation['challenger_version']} did not pass the gate: "
-                f"{model_evaluation['reason']}",
-                allow_retries=False,
-            )
-        if config.strategy not in ("canary", "blue_green"):
-            raise dg.Failure(f"strategy {config.strategy!r}: use canary or blue_green")
-        if config.decision_rule not in ("sequential", "fixed"):
-            raise dg.Failure(f"decision_rule {config.decision_rule!r}: use sequential or fixed")
-        candidate = str(model_evaluation["challenger_version"])
+        candidate = _candidate(context, spec, config)
         client = serving.client()
         tracking = mlflow.tracking()
-        policy = Policy(
-            **{f.name: getattr(config, f.name) for f in fields(Policy) if hasattr(config, f.name)},
-            lease_seconds=serving.lease_seconds,
+        x, y = split(features, spec, "holdout")
+        trail = AuditTrail(
+            data_store.open(audit_repository(spec.dataset.repository)), spec.model_name
         )
+        policy = _policy(config, serving)
         holdout = records(features[features[SPLIT] == "holdout"], spec)
         replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
 
@@ -152,22 +294,34 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
             return Replay(client, spec.name, holdout, threads=4, version=version)
 
         analysis = serving.analysis()
-        result = rollout(
-            RegistryControl(tracking, spec.model_name),
-            analysis,
-            spec.name,
-            candidate,
-            policy,
-            traffic=traffic if replay else None,
-            log=context.log.info,
-        )
+
+        def roll_out(champion: str | None) -> Result:
+            # the rollout starts and promotes only while production still names ``champion``
+            return rollout(
+                RegistryControl(tracking, spec.model_name), analysis, spec.name, candidate,
+                policy, traffic=traffic if replay else None, log=context.log.info,
+                expected_production=champion,
+            )  # fmt: skip
+
+        check, outcome = compare_and_set(
+            tracking, spec, candidate, x, y, roll_out,
+            _moved, context.log.info, CAS_ATTEMPTS,
+        )  # fmt: skip
+        if outcome is None and not check.regated:  # the gate itself refused: nothing to deploy
+            raise dg.Failure(check.reason, allow_retries=False)
+        result = outcome or Result("refused", check.reason, candidate, check.champion)
+        commit = _audit(context, spec, trail, result, check)
         tracking.tag_version(
             spec.model_name,
             candidate,
             {"deploy.decision": result.decision, "deploy.reason": result.reason[:4000]},
         )
-        healthy = result.decision != "rolled_back"
+        healthy = result.decision in SERVING
         meta = _rollout_metadata(result, candidate, client.url, tracking, spec, analysis.describe())
+        meta["gate_compared_with"] = check.compared_against or "none"
+        if check.regated:
+            meta["compare_and_set"] = check.reason
+        meta.update(_trail_metadata(trail, commit, spec))
         yield dg.Output(
             {
                 "model": spec.name,
