@@ -15,6 +15,7 @@ import uuid
 
 import dagster as dg
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -170,6 +171,26 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
             row = [outputs[f"predict_proba_{c}"]["data"][i] for c in (0, 1, 2)]
             assert sum(row) == pytest.approx(1.0)
             assert outputs["predict"]["data"][i] == row.index(max(row))
+        # text labels: `predict` is BYTES, the outputs are named after the teams
+        tickets_rows = records(frame, tickets)[:3]
+        inputs = [
+            {
+                "name": f,
+                "datatype": "FP64" if f in tickets.numeric_features else "BYTES",
+                "shape": [3],
+                "data": [r[f] for r in tickets_rows],
+            }
+            for f in tickets.features
+        ]
+        v2 = httpx.post(f"{url}/v2/models/tickets/infer", json={"inputs": inputs}, timeout=30)
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+        assert outputs["predict"]["datatype"] == "BYTES"
+        assert outputs["predict"]["data"] == answer["predictions"][:3]
+        for team in teams:
+            assert outputs[f"predict_proba_{team}"]["data"] == pytest.approx(
+                [p[team] for p in answer["probabilities"][:3]]
+            )
 
         # ---- traffic from a shifted world, then the drift report on the logged answers
         shifted = send_traffic(
@@ -189,11 +210,11 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
 
             return enough
 
-        wait_until("the shifted traffic in the committed log", logged(420), 60, proc, None)
+        wait_until("the shifted traffic in the committed log", logged(423), 60, proc, None)
         drifted = env.run([drift_report_key("tickets")])
         assert drifted.success
         report = _meta(env, drift_report_key("tickets"))
-        assert report["window_rows"] == 420
+        assert report["window_rows"] == 423  # 20 + 3 + 400 answered rows
         assert report["drift_share"] >= 0.5, report["columns"]
         assert report["prediction_drifted"] is True, report["columns"]
         assert report["probabilities_drifted"] >= 2, report["columns"]
@@ -206,7 +227,7 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
         stable = send_traffic(url, tickets, TRAFFIC_DAY, rows=600, batch=50, seed=5)
         assert not stable.errors
         assert commit_labels(labels_store, tickets, stable.labels)
-        wait_until("the stable traffic in the log", logged(1020), 60, proc, None)
+        wait_until("the stable traffic in the log", logged(1023), 60, proc, None)
         within = env.run([production_performance_key("tickets")])
         live = _meta(env, production_performance_key("tickets"))
         assert live["labelled_rows"] == 600 and live["metric"] == "roc_auc_ovr"
@@ -216,7 +237,7 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
             url, tickets, TRAFFIC_DAY, rows=600, batch=50, seed=6, drift="concept_drift"
         )
         assert commit_labels(labels_store, tickets, broken.labels)
-        wait_until("the broken traffic in the log", logged(1620), 60, proc, None)
+        wait_until("the broken traffic in the log", logged(1623), 60, proc, None)
         result = env.run(
             [production_performance_key("tickets")],
             run_config={
@@ -230,6 +251,19 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
         assert "worse than the ±3% band" in check.description
         assert live["live_roc_auc_ovr"] < live["evaluated_roc_auc_ovr"] * 0.9, live
         assert within.success
+
+        # a labelling system that bypasses commit_labels delivers a class the model never
+        # saw, for a row the server answered: the live score is not computed, and says why
+        stray = orjson.dumps({"request_id": answer["request_id"], "row": 0, "label": "legal"})
+        labels_store.put("main", "labels/tickets/20261210/labels-stray.jsonl", stray + b"\n")
+        labels_store.commit("main", "labels: a stray class")
+        whole = {"ops": {"tickets__production_performance": {"config": {"window_rows": 5000}}}}
+        check = _check(
+            env.run([production_performance_key("tickets")], run_config=whole), "performance"
+        )
+        assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN, check
+        assert "label(s) ['legal'] for target 'team'" in check.description, check.description
+        assert "not classes the model knows" in check.description
     finally:
         stop(proc)
 
