@@ -7,6 +7,7 @@ Examples::
     mlops ingest churn --drift covariate_shift  # ... and the world has changed
     mlops ingest demand --fault nulls           # a bad batch: rejected, main unchanged
     mlops ingest churn --file today.csv         # your own file, same audit
+    mlops init iris --from iris.csv --target species  # a spec from your data, to review
     mlops log churn
     mlops models churn                          # registered versions, aliases, gate decisions
     mlops ready                                 # a production model for every spec? if not, why
@@ -19,6 +20,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -142,6 +144,55 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _print_result(ingest_batch(store, spec, data, name, meta), args.report)
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a spec from a sample of the user's file, print what to check and what to run."""
+    from mlops_assets.specs.infer import infer_spec, read_sample, verify
+    from mlops_assets.specs.model import SPECS_DIR, forget_loaded_specs
+
+    dtypes = {}
+    for item in args.dtype or []:
+        col, sep, kind = item.rpartition("=")
+        if not sep or not col:
+            raise ValueError(f"--dtype {item!r}: write it as COLUMN=TYPE, e.g. 'zip code=string'")
+        dtypes[col] = kind
+    sample, more = read_sample(args.source, args.sample)
+    inferred = infer_spec(
+        args.name,
+        sample,
+        args.target,
+        str(args.source),
+        more_rows=more,
+        key=args.key,
+        timestamp=args.timestamp,
+        task=args.task,
+        dtypes=dtypes,
+        cap=args.max_categories,
+    )
+    verify(inferred, sample, str(args.source))
+    if args.out:
+        out = Path(args.out)
+    else:
+        specs_dir = settings.Settings.from_env().specs_dir
+        folder = Path(specs_dir.split(os.pathsep)[0]) if specs_dir else SPECS_DIR
+        out = folder / f"{args.name}.yaml"
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out} exists: pass --force to replace it, or --out another path")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(inferred.yaml(str(args.source)), encoding="utf-8")
+    forget_loaded_specs()
+    spec = inferred.spec
+    print(
+        f"[{args.name}] wrote {out}: task {spec['task']}, target {spec['target']!r}, "
+        f"{len(spec['features'])} feature(s), key {spec['dataset']['key']!r}, "
+        f"date {spec['dataset']['timestamp']!r}, from {inferred.sample_rows} sampled row(s)"
+    )
+    print(f"[{args.name}] check before ingesting:")
+    for i, item in enumerate(inferred.checks, 1):
+        print(f"  {i}. {item}")
+    print(f"[{args.name}] then: mlops ingest {args.name} --file {args.source}")
+    return 0
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     store = store_for(get_spec(args.spec))
     for c in store.log(args.ref, limit=args.n):
@@ -222,6 +273,59 @@ def cmd_models(args: argparse.Namespace) -> int:
             f"reproduced={t.get('mlops.reproduced', 'never')}"
         )
     return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """The audit trail of a model's production alias; with --set-production, a manual move
+    (recorded in the trail like every other)."""
+    from mlops_assets.training.history import MANUAL, AuditTrail, Entry, audit_repository
+    from mlops_assets.training.history import production_drift as moved_outside
+    from mlops_assets.training.tracking import PRODUCTION, tracking_from_env
+
+    spec = get_spec(args.spec)
+    store = open_store(
+        settings.data_backend(),
+        audit_repository(spec.dataset.repository),
+        **settings.store_options_from_env(),
+    )
+    trail = AuditTrail(store, spec.model_name)
+    tracking = tracking_from_env()
+    tracking.configure()
+    live = tracking.version_by_alias(spec.model_name, PRODUCTION)
+    current = live.version if live is not None else None
+    if args.set_production:
+        if not args.reason:
+            raise ValueError("--set-production needs --reason: the audit trail records why")
+        target = tracking.version(spec.model_name, args.set_production).version
+        tracking.promote(spec.model_name, target)
+        _, commit = trail.append(
+            Entry(
+                spec.model_name, MANUAL, current, target, "cli", args.reason,
+                actor=settings.Settings.from_env().commit_author,
+            )
+        )  # fmt: skip
+        moved = f"{current or 'none'} -> {target}"
+        print(f"[{spec.name}] production moved {moved} (commit {commit[:12]})")
+        current = target
+    entries = trail.entries()
+    if args.json:
+        import json
+
+        print(json.dumps([dataclasses.asdict(e) for e in entries], indent=1))
+        return 0
+    print(f"{spec.model_name}: {len(entries)} move(s) of production, in {trail.location()}")
+    for e in entries:
+        print(e.line())
+        if e.evidence:
+            print(f"    evidence: {e.evidence_line()}")
+    print(f"production now: {('v' + current) if current else 'none'}")
+    warning = moved_outside(entries, current)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    problems = trail.append_only_problems()
+    for p in problems:
+        print(f"TAMPERED: {p}", file=sys.stderr)
+    return 4 if problems else 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -335,6 +439,36 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--fault", choices=FAULTS, help="make a batch that breaks one rule")
     ingest.set_defaults(fn=cmd_ingest)
 
+    init = sub.add_parser(
+        "init", help="write a model spec from a sample of your CSV or Parquet data, to review"
+    )
+    init.add_argument("name", help="the spec's name, lower_snake_case, e.g. breast_cancer")
+    init.add_argument(
+        "--from", dest="source", required=True, help="a CSV or Parquet file, or a folder of them"
+    )
+    init.add_argument("--target", required=True, help="the column to predict")
+    init.add_argument("--key", help="the column that identifies a row (default: guessed)")
+    init.add_argument("--timestamp", help="the YYYY-MM-DD event-date column (default: guessed)")
+    init.add_argument(
+        "--task", choices=("classification", "multiclass", "regression"), help="default: guessed"
+    )
+    init.add_argument(
+        "--dtype",
+        action="append",
+        metavar="COLUMN=TYPE",
+        help="settle a column's dtype (int, float, string, category, date); repeatable",
+    )
+    init.add_argument("--sample", type=int, default=100_000, help="rows to learn the rules from")
+    init.add_argument(
+        "--max-categories",
+        type=int,
+        default=50,
+        help="distinct values up to which a text column is a category",
+    )
+    init.add_argument("--out", help="where to write the spec (default: the specs folder)")
+    init.add_argument("--force", action="store_true", help="replace an existing spec file")
+    init.set_defaults(fn=cmd_init)
+
     log = sub.add_parser("log", help="commits of a spec's repository, newest first")
     log.add_argument("spec")
     log.add_argument("--ref", default="main")
@@ -351,6 +485,17 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="registered versions of a spec's model")
     models.add_argument("spec")
     models.set_defaults(fn=cmd_models)
+
+    hist = sub.add_parser(
+        "history", help="who moved a model's production alias, when, from which version, why"
+    )
+    hist.add_argument("spec")
+    hist.add_argument("--json", action="store_true", help="the entries as JSON")
+    hist.add_argument(
+        "--set-production", metavar="VERSION", help="move production by hand (recorded)"
+    )
+    hist.add_argument("--reason", help="why (required with --set-production)")
+    hist.set_defaults(fn=cmd_history)
 
     repro = sub.add_parser(
         "reproduce", help="retrain a registered version from its lineage; exit 0 if it matched"

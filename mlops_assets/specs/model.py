@@ -495,6 +495,11 @@ def _load(specs_dir: str) -> tuple[ModelSpec, ...]:
     return specs
 
 
+def forget_loaded_specs() -> None:
+    """Read the spec files again on the next load (after ``mlops init`` wrote one)."""
+    _load.cache_clear()
+
+
 def load_specs(specs_dir: str | None = None) -> tuple[ModelSpec, ...]:
     """All model specs, from ``$MLOPS_SPECS_DIR`` or the packaged folder."""
     from mlops_assets.settings import Settings
