@@ -152,7 +152,8 @@ class Metrics:
         )
         out += self._histogram(
             "mlops_prediction_value",
-            "Distribution of predicted values (P(class 1) for classifiers).",
+            "Distribution of predicted values (P(class 1) for classifiers, the highest class "
+            "probability for multiclass models).",
             self.predictions,
             ("model", "version"),
             labels,
