@@ -76,11 +76,16 @@ def _walk(obj, fn):
     return fn(obj) if isinstance(obj, str) else obj
 
 
+# What the operator must put in `.env`: the stack refuses to start without it (no default).
+REQUIRED_ENV = {"MLOPS_SERVING_TOKEN": "a-token-generated-into-.env"}
+
+
 @functools.cache
-def _loaded() -> tuple[dict, frozenset[str]]:
+def _loaded(with_required: bool = True) -> tuple[dict, frozenset[str]]:
     raw = yaml.safe_load(COMPOSE.read_text())
     unset: set[str] = set()
-    return _walk(raw, lambda s: interpolate(s, {}, unset)), frozenset(unset)
+    env = REQUIRED_ENV if with_required else {}
+    return _walk(raw, lambda s: interpolate(s, env, unset)), frozenset(unset)
 
 
 def compose() -> dict:
@@ -191,12 +196,29 @@ def urls_of(name: str) -> list[urllib.parse.SplitResult]:
 # --- the file --------------------------------------------------------------------------------
 
 
-def test_parses_with_every_service_and_no_variable_without_a_default():
+def test_parses_with_every_service_and_no_variable_without_a_default_but_the_token():
     assert set(services()) >= EXPECTED_SERVICES, EXPECTED_SERVICES - set(services())
-    unset = _loaded()[1]
-    assert not unset, (
+    unset = _loaded(with_required=False)[1]
+    assert unset == set(REQUIRED_ENV), (
         f"variables with no default (the stack would not start without a .env): {unset}"
     )
+    assert not _loaded()[1]
+
+
+def test_no_fixed_serving_token_the_stack_refuses_to_start_without_one():
+    """The admin token is never a value written here: every use is `${MLOPS_SERVING_TOKEN:?...}`,
+    which makes `docker compose` stop with the message, and the header says how to make one."""
+    text = COMPOSE.read_text()
+    uses = re.findall(r"\$\{MLOPS_SERVING_TOKEN(?P<op>[^}]*)\}", text)
+    assert uses, "the stack passes no token to the server?"
+    for op in uses:
+        assert op.startswith(":?") and "openssl rand" in op, op
+    for name, service in _loaded(with_required=False)[0]["services"].items():
+        token = env_of(service).get("MLOPS_SERVING_TOKEN")
+        assert token in (None, ""), f"{name} gets a fixed token: {token}"
+    assert 'echo "MLOPS_SERVING_TOKEN=$(openssl rand -hex 32)" >> .env' in text
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert ".env" in ignored, "the generated token would be committed"
 
 
 def test_every_image_is_pinned():
@@ -720,9 +742,21 @@ def test_docker_compose_config_accepts_the_file():
     cli = _compose_cli()
     if cli is None:
         pytest.skip("no Docker Compose v2 here (`docker compose` plugin or docker-compose)")
-    done = subprocess.run(
-        [*cli, "-f", str(COMPOSE), "config", "--quiet"],
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED_ENV}
+    refused = subprocess.run(
+        # not a developer's own .env beside the file
+        [*cli, "--env-file", os.devnull, "-f", str(COMPOSE), "config", "--quiet"],
         cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode != 0 and "MLOPS_SERVING_TOKEN" in refused.stderr, refused.stderr
+    done = subprocess.run(
+        [*cli, "--env-file", os.devnull, "-f", str(COMPOSE), "config", "--quiet"],
+        cwd=REPO,
+        env={**env, **REQUIRED_ENV},
         capture_output=True,
         text=True,
         timeout=120,

@@ -263,9 +263,23 @@ def data_of(obj: dict) -> dict[str, str]:
     return {**obj.get("data", {}), **obj.get("stringData", {})}
 
 
+# Secret keys no overlay carries a value for, not even dev: the operator adds them (k8s/README.md)
+# and the pods that need them refuse to start until then.
+OPERATOR_SUPPLIED = {("mlops-secrets", "MLOPS_SERVING_TOKEN")}
+
+
+def with_operator_keys(secrets: dict[str, dict]) -> dict[str, dict]:
+    """``secrets`` as the cluster has them once the operator added the keys no overlay has."""
+    out = copy.deepcopy(secrets)
+    for name, key in OPERATOR_SUPPLIED:
+        if name in out and key not in data_of(out[name]):
+            out[name].setdefault("stringData", {})[key] = f"{key.lower()}-added-by-the-operator"
+    return out
+
+
 def container_env(objs: list[dict], container: dict) -> dict[str, str]:
     """The environment a container would get, its ConfigMaps and Secrets resolved."""
-    maps, secrets = by_kind(objs, "ConfigMap"), by_kind(objs, "Secret")
+    maps, secrets = by_kind(objs, "ConfigMap"), with_operator_keys(by_kind(objs, "Secret"))
     source = {"ConfigMap": maps, "Secret": secrets}
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
@@ -581,7 +595,9 @@ def test_every_reference_resolves(overlay):
                 assert key is None or key in data_of(maps[ref]), f"{name}: {ref}.{key}"
             elif overlay == "dev":
                 assert ref in secrets, f"{name}: Secret {ref} is not in the overlay"
-                assert key is None or key in data_of(secrets[ref]), f"{name}: {ref}.{key}"
+                assert (
+                    key is None or key in data_of(secrets[ref]) or (ref, key) in OPERATOR_SUPPLIED
+                ), f"{name}: {ref}.{key}"
             else:
                 assert ref in required, f"{name}: Secret {ref} is neither here nor required"
                 assert key is None or key in required[ref], f"{name}: {ref}.{key} not required"
@@ -592,7 +608,11 @@ def test_every_reference_resolves(overlay):
 def test_prod_requires_exactly_the_secrets_dev_has_placeholders_for():
     required = required_secrets()
     dev = {n: sorted(data_of(s)) for n, s in by_kind(render(OVERLAYS["dev"]), "Secret").items()}
-    assert {n: sorted(keys) for n, keys in required.items()} == dev
+    placeholders = {
+        n: sorted(k for k in keys if (n, k) not in OPERATOR_SUPPLIED)
+        for n, keys in required.items()
+    }
+    assert placeholders == dev
     # Nothing on the list is unused: by the overlay's pods or the Dagster chart's.
     used: set[tuple[str, str | None]] = set()
     for d in by_kind(render(OVERLAYS["prod"]), "Deployment").values():
@@ -681,6 +701,29 @@ def test_lakefs_setup_creates_our_admin_once_and_fails_on_a_real_error(tmp_path)
     for argv in run_lakefs_setup(script, env, tmp_path):
         assert argv[:3] == ["setup", "--user-name", "admin"]
         assert argv[argv.index("--access-key-id") + 1] == ours_["LAKEFS_ACCESS_KEY_ID"]
+
+
+def test_no_overlay_ships_a_serving_token_and_the_server_refuses_to_start_without_one():
+    """The admin token is never a value in the repository: no Secret of either overlay (nor the
+    KServe manifests) carries one, and the inference server reads it from a Secret key without
+    `optional`, so Kubernetes refuses to start it until the operator added the key."""
+    for path in [*OVERLAYS.values(), KSERVE]:
+        objs = render(path)
+        for secret in by_kind(objs, "Secret").values():
+            assert "MLOPS_SERVING_TOKEN" not in data_of(secret), (path, secret["metadata"])
+        for obj in objs:
+            for c in containers_anywhere(obj):
+                for e in c.get("env", []):
+                    if e["name"] == "MLOPS_SERVING_TOKEN":
+                        ref = e["valueFrom"]["secretKeyRef"]  # never a literal value
+                        assert (ref["name"], ref["key"]) in OPERATOR_SUPPLIED, ref
+                        assert not ref.get("optional"), f"{path}: the token is optional"
+    inference = container(render(OVERLAYS["dev"]), "mlops-inference")
+    assert "MLOPS_SERVING_TOKEN" in {e["name"] for e in inference["env"]}
+    # The operator is told how to add it, in dev as in prod.
+    readme = (K8S / "README.md").read_text()
+    assert "kubectl -n mlops-dev patch secret mlops-secrets" in readme
+    assert "openssl rand -hex 32" in (OVERLAYS["dev"] / "secrets.yaml").read_text()
 
 
 def with_dev_secrets(objs: list[dict]) -> list[dict]:
