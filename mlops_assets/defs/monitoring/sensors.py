@@ -4,7 +4,9 @@
   ``production_performance`` (one run per commit of the predictions repository).
 - ``<spec>_drift_retraining``: the drift check or the live-performance check fails with ERROR
   → retrain on main's newest data and roll out (``RETRAIN``), tagged with the evidence.
-- ``<spec>_stale_model``: the model's freshness policy fails → the same retraining.
+- ``<spec>_stale_model``: the model's freshness policy fails → the same retraining, if main has
+  data the model has not learned (otherwise an alert, and no retraining); a failed one is
+  retried with backoff until the model is fresh.
 
 Every retraining request is idempotent (its ``run_key`` names the evidence), never made while
 a retraining of the model is already queued or running, and at most one per cooldown.
@@ -227,7 +229,81 @@ def _new_data_age(instance: dg.DagsterInstance, spec_name: str) -> float | None:
     return time.time() - observed.timestamp
 
 
-def build_freshness_sensor(spec: ModelSpec) -> dg.SensorDefinition:
+# A failed staleness retraining is tried again after 5 min, then 10, 20, ... at most 6 h apart,
+# for as long as the model stays stale: never dropped.
+STALE_RETRY_SECONDS = 5 * 60
+STALE_RETRY_MAX_SECONDS = 6 * 3600
+STALE_ATTEMPT = "mlops/stale_attempt"
+FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def _stale_cursor(raw: str | None, stamp: str) -> dict:
+    """The sensor's memory of the current freshness failure (a new failure starts afresh)."""
+    try:
+        state = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:  # the cursor before retries: the failure's stamp alone
+        state = {"stamp": raw, "attempt": 1, "requested_at": 0.0}
+    if not isinstance(state, dict) or state.get("stamp") != stamp:
+        state = {"stamp": stamp, "attempt": 0}
+    return state
+
+
+def _attempt_run(instance: dg.DagsterInstance, stale_since: str, attempt: int):
+    """The run record of retraining attempt ``attempt`` for one freshness failure, if it exists."""
+    found = instance.get_run_records(
+        filters=dg.RunsFilter(tags={STALE_SINCE: stale_since, STALE_ATTEMPT: str(attempt)}),
+        limit=1,
+    )
+    return found[0] if found else None
+
+
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Seconds to wait after failed attempt ``attempt`` (1, 2, ...): base, 2 base, 4 base, ..."""
+    return min(cap, base * 2 ** (attempt - 1))
+
+
+def _no_new_data(instance: dg.DagsterInstance, spec: ModelSpec) -> tuple[str, str] | None:
+    """(model's data commit, main's head) if main has nothing the model has not learned."""
+    learned = _materialization_meta(instance, trained_model_key(spec.name)).get("lakefs_commit")
+    head = latest_data_version(instance, raw_data_key(spec.name))
+    if learned and head and str(learned) == head:
+        return str(learned), head
+    return None
+
+
+def _stale_alert(
+    instance: dg.DagsterInstance, spec: ModelSpec, commit: str, since: str, now: float
+) -> tuple[str, dg.AssetObservation]:
+    """The alert for a stale model with nothing new to learn: a message and an observation of
+    trained_model whose figures the UI plots (``stale_without_new_data`` 1, the model's age)."""
+    event = instance.get_latest_materialization_event(trained_model_key(spec.name))
+    age_hours = (now - event.timestamp) / 3600 if event is not None else -1.0
+    message = (
+        f"ALERT: '{spec.name}' is stale (freshness failed at {since}) but main is still at "
+        f"{commit[:12]}, the commit its model learned: retraining would reproduce the same "
+        "model, so none is started. Ingest new data (`mlops ingest`) and the loop retrains; or "
+        "widen freshness.model_max_age_hours in the spec if this data changes rarely"
+    )
+    observation = dg.AssetObservation(
+        asset_key=trained_model_key(spec.name),
+        metadata={
+            "stale_without_new_data": dg.MetadataValue.int(1),
+            "model_age_hours": dg.MetadataValue.float(round(age_hours, 2)),
+            "model_data_commit": dg.MetadataValue.text(commit),
+            "main_head": dg.MetadataValue.text(commit),
+            "stale_since": since,
+            "alert": message,
+        },
+    )
+    return message, observation
+
+
+def build_freshness_sensor(
+    spec: ModelSpec,
+    retry_seconds: float = STALE_RETRY_SECONDS,
+    max_retry_seconds: float = STALE_RETRY_MAX_SECONDS,
+    clock=time.time,
+) -> dg.SensorDefinition:
     retrain = retrain_keys(spec.name)
     model = trained_model_key(spec.name)
 
@@ -237,32 +313,85 @@ def build_freshness_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
         asset_selection=retrain,
         description=(
-            f"Retrains '{spec.name}' when its model fails its freshness policy (too long since "
-            "the last training), once per failure."
+            f"Retrains '{spec.name}' when its model fails its freshness policy and main has data "
+            "it has not learned; with none, raises an alert instead (an observation of "
+            "trained_model, stale_without_new_data = 1). A failed retraining is retried with "
+            f"backoff ({retry_seconds / 60:g} min, doubling, at most "
+            f"{max_retry_seconds / 3600:g} h apart) for as long as the model is stale."
         ),
     )
     def stale_model(context: dg.SensorEvaluationContext):
-        record = context.instance.get_freshness_state_records([model]).get(model)
+        instance = context.instance
+        record = instance.get_freshness_state_records([model]).get(model)
         if record is None:
             return dg.SkipReason("the freshness daemon has not evaluated the model yet")
-        state = record.freshness_state
-        if not freshness_failed(state):
-            return dg.SkipReason(f"the model's freshness is {state.value}")
-        stamp = f"{record.updated_at.timestamp():.0f}"
-        if context.cursor == stamp:
-            return dg.SkipReason(f"already requested a retraining for the failure at {stamp}")
-        running = run_in_flight(context.instance, model)
+        if not freshness_failed(record.freshness_state):
+            return dg.SkipReason(f"the model's freshness is {record.freshness_state.value}")
+        stamp, since = f"{record.updated_at.timestamp():.0f}", record.updated_at.isoformat()
+        state = _stale_cursor(context.cursor, stamp)
+        running = run_in_flight(instance, model)
         if running is not None:
             return dg.SkipReason(f"retraining run {running.run_id[:8]} is already under way")
-        context.update_cursor(stamp)
+        if (same := _no_new_data(instance, spec)) is not None:
+            message, observation = _stale_alert(instance, spec, same[0], since, clock())
+            if state.get("alerted") == same[1]:
+                return dg.SkipReason(message)
+            state["alerted"] = same[1]
+            return dg.SensorResult(
+                asset_events=[observation], skip_reason=message, cursor=json.dumps(state)
+            )
+        attempt = int(state.get("attempt", 0))
+        if attempt:
+            why_wait = _why_wait(instance, state, since, retry_seconds, max_retry_seconds, clock)
+            if why_wait:
+                return dg.SkipReason(why_wait)
+        attempt += 1
+        state.update(attempt=attempt, requested_at=clock())
+        context.update_cursor(json.dumps(state))
         return dg.RunRequest(
-            run_key=f"freshness-{spec.name}-{stamp}",
+            run_key=f"freshness-{spec.name}-{stamp}-{attempt}",
             asset_selection=retrain,
             tags={
                 TRIGGER: "freshness",
                 MODEL: spec.name,
-                STALE_SINCE: record.updated_at.isoformat(),
+                STALE_SINCE: since,
+                STALE_ATTEMPT: str(attempt),
             },
         )
 
     return stale_model
+
+
+def _why_wait(
+    instance: dg.DagsterInstance,
+    state: dict,
+    since: str,
+    base: float,
+    cap: float,
+    clock,
+) -> str | None:
+    """Why the next retraining attempt must wait, or None if it is due."""
+    attempt = int(state["attempt"])
+    run = _attempt_run(instance, since, attempt)
+    delay = retry_delay(attempt, base, cap)
+    if run is None:  # requested, not (yet) created: give the daemon the same delay to start it
+        due = float(state.get("requested_at", 0.0)) + delay
+        if clock() < due:
+            return (
+                f"already requested a retraining for the failure at {state['stamp']} (attempt "
+                f"{attempt}); waiting for its run to start (asked again after {delay:.0f} s)"
+            )
+        return None
+    status = run.dagster_run.status
+    if status not in FAILED:
+        return (
+            f"retraining attempt {attempt} (run {run.dagster_run.run_id[:8]}) ended "
+            f"{status.value}; waiting for the freshness policy to see the new model"
+        )
+    due = (run.end_time or run.create_timestamp.timestamp()) + delay
+    if clock() < due:
+        return (
+            f"retraining attempt {attempt} (run {run.dagster_run.run_id[:8]}) failed; attempt "
+            f"{attempt + 1} in {due - clock():.0f} s (backoff {delay:.0f} s)"
+        )
+    return None
