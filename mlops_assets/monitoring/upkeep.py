@@ -31,6 +31,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime as dt
+import heapq
 import io
 import time
 import uuid
@@ -189,66 +190,167 @@ def encode_day(segments: dict[str, builtins.list[dict]]) -> bytes:
     return buf.getvalue()
 
 
+class DayFile:
+    """A decoded day file. Row dicts are built per segment when asked for (a segment's rows
+    are adjacent in the file), so a window that needs a few segments does not build the day."""
+
+    def __init__(self, data: bytes, where: str = "day file"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(io.BytesIO(data))
+        meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        if meta.get("mlops.format") != str(FORMAT):
+            raise UpkeepError(
+                f"{where}: not a compacted prediction log of format {FORMAT} "
+                f"(mlops.format={meta.get('mlops.format')!r}); it was not written by this upkeep"
+            )
+        self.where = where
+        self._table = table
+        self._key_sets = [(tuple(a), tuple(b)) for a, b in orjson.loads(meta["mlops.key_sets"])]
+        self._json = set(orjson.loads(meta["mlops.json_columns"]))
+        self._cols: dict[str, builtins.list] | None = None
+        self.spans: dict[str, tuple[int, int]] = {}  # segment -> (first row, rows)
+        for i, segment in enumerate(table.column("segment").to_pylist()):
+            first, n = self.spans.get(segment, (i, 0))
+            self.spans[segment] = (first, n + 1)
+
+    def _columns(self) -> dict[str, builtins.list]:
+        # Whole columns at once: converting in bulk is cheap, a slice per segment is not.
+        if self._cols is None:
+            t = self._table
+            cols = {c: t.column(c).to_pylist() for c in t.column_names if c != "time"}
+            for c in self._json:
+                cols[c] = [None if v is None else orjson.loads(v) for v in cols[c]]
+            self._cols = cols
+        return self._cols
+
+    def rows(self, segment: str) -> builtins.list[dict]:
+        """The rows of ``segment``, as ``read_rows`` gave them (none if it is not here)."""
+        if segment not in self.spans:
+            return []
+        first, n = self.spans[segment]
+        cols = self._columns()
+        out = []
+        for i in range(first, first + n):
+            ins, outs = self._key_sets[cols["_keys"][i]]
+            r = {f: cols[f][i] for f in FIXED}
+            r["inputs"] = {c: cols[f"input.{c}"][i] for c in ins}
+            for o in outs:
+                r[o] = cols[f"output.{o}"][i]
+            out.append(r)
+        return out
+
+
 def decode_day(data: bytes, where: str = "day file") -> dict[str, builtins.list[dict]]:
     """A day file's rows by segment, each as ``read_rows`` gave it."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(io.BytesIO(data))
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-    if meta.get("mlops.format") != str(FORMAT):
-        raise UpkeepError(
-            f"{where}: not a compacted prediction log of format {FORMAT} "
-            f"(mlops.format={meta.get('mlops.format')!r}); it was not written by this upkeep"
-        )
-    key_sets = [(tuple(a), tuple(b)) for a, b in orjson.loads(meta["mlops.key_sets"])]
-    json_columns = set(orjson.loads(meta["mlops.json_columns"]))
-    cols = {n: table.column(n).to_pylist() for n in table.column_names if n != "time"}
-    for n in json_columns:
-        cols[n] = [None if v is None else orjson.loads(v) for v in cols[n]]
-    out: dict[str, builtins.list[dict]] = defaultdict(list)
-    for i in range(table.num_rows):
-        ins, outs = key_sets[cols["_keys"][i]]
-        r = {f: cols[f][i] for f in FIXED}
-        r["inputs"] = {c: cols[f"input.{c}"][i] for c in ins}
-        for o in outs:
-            r[o] = cols[f"output.{o}"][i]
-        out[cols["segment"][i]].append(r)
-    return dict(out)
+    day = DayFile(data, where)
+    return {segment: day.rows(segment) for segment in day.spans}
 
 
 # ---- reading --------------------------------------------------------------------------------
 
 
-def read_index(store: VersionedStore, ref: str, model: str) -> dict[str, SegmentEntry]:
-    """Every compacted segment of ``model`` at ``ref``: segment path -> where its rows are."""
-    out: dict[str, SegmentEntry] = {}
-    for path in store.list(ref, compacted_prefix(model)):
-        if not path.endswith(".segments.json"):
-            continue
-        index = orjson.loads(store.get(ref, path))
-        day = dt.date.fromisoformat(index["day"])
-        for segment, entry in index["segments"].items():
-            out[segment] = SegmentEntry(segment, day, index["file"], entry["rows"], entry["bytes"])
-    return out
+def _named_day(segment: str) -> dt.date | None:
+    """The day in a raw segment's path (``predictions/<model>/<YYYYMMDD>/...``): the day it was
+    opened, which is at most one day after the day of its rows (rows are stamped when they
+    are queued, a moment before they are written)."""
+    parts = segment.split("/")
+    try:
+        return dt.datetime.strptime(parts[-2], "%Y%m%d").date()
+    except (IndexError, ValueError):
+        return None
+
+
+class Index:
+    """Which segments of ``model`` are compacted at ``ref``, read one day index at a time,
+    newest first, only as far back as a reader needs (the history grows a day file a day)."""
+
+    def __init__(self, store: VersionedStore, ref: str, model: str):
+        self.store, self.ref = store, ref
+        self._days = sorted(
+            (
+                (dt.date.fromisoformat(p.rsplit("/", 1)[1].removesuffix(".segments.json")), p)
+                for p in store.list(ref, compacted_prefix(model))
+                if p.endswith(".segments.json")
+            ),
+            reverse=True,
+        )
+        self.entries: dict[str, SegmentEntry] = {}
+
+    def load_since(self, day: dt.date | None) -> builtins.list[SegmentEntry]:
+        """Load every day index of ``day`` or later (None: all); the entries it added."""
+        added = []
+        while self._days and (day is None or self._days[0][0] >= day):
+            file_day, path = self._days.pop(0)
+            index = orjson.loads(self.store.get(self.ref, path))
+            for segment, e in index["segments"].items():
+                entry = SegmentEntry(segment, file_day, index["file"], e["rows"], e["bytes"])
+                self.entries[segment] = entry
+                added.append(entry)
+        return added
+
+    @property
+    def complete(self) -> bool:
+        return not self._days
+
+    @property
+    def next_day(self) -> dt.date | None:
+        """The newest day whose index is not loaded yet."""
+        return self._days[0][0] if self._days else None
+
+
+def read_index(
+    store: VersionedStore, ref: str, model: str, since: dt.date | None = None
+) -> dict[str, SegmentEntry]:
+    """The compacted segments of ``model`` at ``ref`` (in day files of ``since`` or later, by
+    default all): segment path -> where its rows are."""
+    index = Index(store, ref, model)
+    index.load_since(since)
+    return index.entries
 
 
 def logged_rows(store: VersionedStore, model: str, ref: str) -> Iterator[dict]:
     """Every row ``model``'s log holds at ``ref``, newest first (newest segment first, its rows
     last to first), each exactly once: from its day file if compacted, else from the raw segment.
-    Day files are read only when the reader gets to them."""
-    index = read_index(store, ref, model)
-    segments = set(store.list(ref, f"{PREFIX}{model}/")) | set(index)
-    loaded: dict[str, dict[str, builtins.list[dict]]] = {}
-    for segment in sorted(segments, reverse=True):
-        entry = index.get(segment)
+    Day indexes and files are read only when the reader gets to them."""
+    index = Index(store, ref, model)
+    raw = store.list(ref, f"{PREFIX}{model}/")
+    heap = [(_Desc(s), s) for s in raw]  # newest segment on top
+    heapq.heapify(heap)
+    loaded: dict[str, DayFile] = {}
+    seen: set[str] = set()
+
+    def load(day: dt.date | None) -> None:
+        for entry in index.load_since(day):
+            if entry.segment not in seen:
+                heapq.heappush(heap, (_Desc(entry.segment), entry.segment))
+
+    while heap or not index.complete:
+        # Before the newest remaining segment is read, every day file that could hold a newer
+        # one is loaded: a segment named after day N has rows of day N-1 or later.
+        if not index.complete:
+            if not heap:  # only compacted segments are left: the newest day file next
+                load(index.next_day)
+                continue
+            top = _named_day(heap[0][1])
+            need = None if top is None else top - dt.timedelta(days=1)
+            newest_unread = index.next_day
+            if need is None or (newest_unread is not None and newest_unread >= need):
+                load(need)  # then look at the (maybe newer) top again
+                continue
+        _, segment = heapq.heappop(heap)
+        if segment in seen:  # compacted and still raw: pushed twice
+            continue
+        seen.add(segment)
+        entry = index.entries.get(segment)
         if entry is None:
             rows = read_rows(store.get(ref, segment))
         else:
             if entry.file not in loaded:
-                if len(loaded) >= 2:  # segments of one day are (nearly) adjacent
+                if len(loaded) >= 2:  # segments of one day file are (nearly) adjacent
                     loaded.pop(next(iter(loaded)))
-                loaded[entry.file] = decode_day(store.get(ref, entry.file), entry.file)
-            rows = loaded[entry.file].get(segment, [])
+                loaded[entry.file] = DayFile(store.get(ref, entry.file), entry.file)
+            rows = loaded[entry.file].rows(segment)
             if len(rows) != entry.rows:
                 raise UpkeepError(
                     f"{store.describe()} at {ref[:12]}: {entry.file} holds {len(rows)} row(s) "
@@ -256,6 +358,15 @@ def logged_rows(store: VersionedStore, model: str, ref: str) -> Iterator[dict]:
                     "restore it from the commit that wrote it"
                 )
         yield from reversed(rows)
+
+
+class _Desc(str):
+    """A string that sorts in reverse (heapq is a min-heap)."""
+
+    __slots__ = ()
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
 
 
 # ---- upkeep ---------------------------------------------------------------------------------
@@ -283,7 +394,11 @@ def upkeep(
         return result  # nothing logged yet
     result.base_commit = base
     raw = store.list(base, f"{PREFIX}{model}/")
-    index = read_index(store, base, model)
+    # Only day files that can hold a raw segment still here (a segment named after day N has
+    # rows of day N-1 or later): the upkeep does not read the whole history every day.
+    named = [d for d in map(_named_day, raw) if d is not None]
+    since = min(named, default=today) - dt.timedelta(days=1) if len(named) == len(raw) else None
+    index = read_index(store, base, model, since)
     pending: dict[dt.date, dict[str, builtins.list[dict]]] = defaultdict(dict)
     raw_bytes: dict[str, int] = {}
     for path in raw:

@@ -261,6 +261,57 @@ def test_a_late_segment_is_added_to_its_compacted_day(tmp_path):
     _assert_same(before, _views(store))
 
 
+class CountingStore(LocalStore):
+    """The real local store, recording which objects are read."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.reads: list[str] = []
+
+    def get(self, ref: str, path: str) -> bytes:
+        self.reads.append(path)
+        return super().get(ref, path)
+
+
+def test_a_window_reads_only_the_recent_history_and_keeps_the_order_of_the_raw_log(tmp_path):
+    store = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    folder = tmp_path / "log"
+    for day in range(1, 11):
+        _commit_segment(
+            store, folder, _at(day, 12, 0), [_line(_at(day, 12, 0, 1), f"r{day}", "1", 2)]
+        )
+    # around one midnight: a segment named after the 6th holding rows of the 5th, and one
+    # named after the 5th whose newest row is of the 6th
+    _commit_segment(
+        store, folder, _at(6, 0, 0, 0.001), [_line(_at(5, 23, 59, 59.999), "late-5", "1", 1)]
+    )
+    _commit_segment(
+        store,
+        folder,
+        _at(5, 23, 59, 59),
+        [_line(_at(5, 23, 59, 59.5), "x-5", "1", 1), _line(_at(6, 0, 0, 1), "x-6", "1", 1)],
+    )
+    before = list(logged_rows(store, SPEC.name, "main"))
+    assert len(before) == 23
+
+    partial = upkeep(store, SPEC.name, dt.date(2026, 11, 11), retention_days=3)
+    assert partial.compacted_segments == 12 and partial.expired_segments == 9
+    assert list(logged_rows(store, SPEC.name, "main")) == before  # day files and raw, mixed
+    upkeep(store, SPEC.name, dt.date(2026, 11, 11), retention_days=0)
+    assert store.list("main", PREFIX) == []
+    assert list(logged_rows(store, SPEC.name, "main")) == before  # day files only
+
+    # the newest row costs two day indexes and one day file, not the ten days of history
+    counting = CountingStore(tmp_path / "store", labels_repository(SPEC))
+    newest = next(iter(logged_rows(counting, SPEC.name, "main")))
+    assert newest["request_id"] == "r10"
+    assert sorted(counting.reads) == [
+        "compacted/churn/2026-11-09.segments.json",
+        "compacted/churn/2026-11-10.parquet",
+        "compacted/churn/2026-11-10.segments.json",
+    ]
+
+
 def test_parquet_keeps_values_exactly_as_logged():
     rows = read_rows(
         _line(_at(18, 1, 0), "x", "1", 3)
@@ -391,18 +442,14 @@ def test_the_scheduled_asset_runs_for_its_tick_day_and_reports_what_it_did(tmp_p
             [asset], instance=instance, resources=resources, run_config=request.run_config
         )
         assert run.success
-        meta = {
-            k: v.value
-            for k, v in run.asset_materializations_for_node(run.all_node_events[0].node_name)[
-                0
-            ].metadata.items()
-        }
+        key = prediction_log_upkeep_key(SPEC.name)
+        (materialization,) = run.asset_materializations_for_node(key.to_python_identifier())
+        meta = {k: v.value for k, v in materialization.metadata.items()}
         assert meta["today"] == "2026-11-21" and meta["retention_days"] == 1
         assert meta["segments_compacted"] == 4 and meta["rows_compacted"] == 15
         assert meta["segments_expired"] == 2 and meta["rows_expired"] == 9
         assert meta["bytes_before"] > 0 and meta["bytes_after"] > 0
         assert meta["commit_id"] == store.head("main")
-        key = prediction_log_upkeep_key(SPEC.name)
         assert instance.get_latest_materialization_event(key) is not None
 
         # a config of its own overrides the settings' retention; a bad date fails, named
