@@ -261,7 +261,9 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         group_name="deployment",
         kinds={"mlflow"},
         io_manager_key="json_io_manager",
-        pool=f"mlops_deploy_{spec.name}",
+        # one model's gate and rollout share a pool: a gate never compares with a champion
+        # that a rollout is replacing at that moment (limit 1 in dagster.yaml)
+        pool=f"mlops_gate_{spec.name}",
         description=f"The gated '{spec.model_name}' version rolled out to the inference server.",
         check_specs=[
             dg.AssetCheckSpec(
