@@ -34,7 +34,9 @@ from mlops_assets.monitoring.windows import current_window, labelled_window, ser
 from mlops_assets.serving.predlog import PREFIX, PredictionLog, read_rows, store_committer
 from mlops_assets.settings import Settings, SettingsError
 from mlops_assets.specs.model import get_spec
+from mlops_assets.store import VersionedStore, open_store
 from mlops_assets.store.local import LocalStore
+from mlops_assets_tests.fakes.lakefs_server import ACCESS_KEY, SECRET_KEY, FakeLakeFS
 
 SPEC = get_spec("churn")
 UTC = dt.UTC
@@ -76,7 +78,7 @@ def _line(
     return orjson.dumps(record) + b"\n"
 
 
-def _commit_segment(store: LocalStore, folder: Path, opened: dt.datetime, lines: list[bytes]):
+def _commit_segment(store: VersionedStore, folder: Path, opened: dt.datetime, lines: list[bytes]):
     """A closed segment named as the log names it, committed by the log's committer."""
     path = folder / SPEC.name / f"segment-{opened:%Y%m%dT%H%M%S%f}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,9 +87,9 @@ def _commit_segment(store: LocalStore, folder: Path, opened: dt.datetime, lines:
     return f"{PREFIX}{SPEC.name}/{opened:%Y%m%d}/{path.name}"
 
 
-def _seed(tmp_path) -> tuple[LocalStore, dict[str, str]]:
+def _seed(tmp_path, store: VersionedStore | None = None) -> tuple[VersionedStore, dict[str, str]]:
     """Five segments over four days, as a server would have committed them."""
-    store = LocalStore(tmp_path / "store", labels_repository(SPEC))
+    store = store or LocalStore(tmp_path / "store", labels_repository(SPEC))
     folder = tmp_path / "log"
     seg = {
         "a": _commit_segment(
@@ -145,7 +147,7 @@ def _seed(tmp_path) -> tuple[LocalStore, dict[str, str]]:
     return store, seg
 
 
-def _views(store: LocalStore) -> dict:
+def _views(store: VersionedStore) -> dict:
     head = store.head("main")
     return {
         "rows": list(logged_rows(store, SPEC.name, head)),
@@ -259,6 +261,62 @@ def test_a_late_segment_is_added_to_its_compacted_day(tmp_path):
     keys = Counter((r["request_id"], r["row"]) for r in logged_rows(store, SPEC.name, "main"))
     assert len(keys) == 21 and set(keys.values()) == {1}  # every row, once
     _assert_same(before, _views(store))
+
+
+def test_the_upkeep_works_the_same_through_the_lakefs_adapter(tmp_path):
+    """Branch, commits, deletes and merge over the lakeFS REST API (the fake speaks it with
+    the SDK's own models; a live server runs the store contract when one is configured)."""
+    with FakeLakeFS(tmp_path / "fake-lakefs") as fake:
+        lakefs = open_store(
+            "lakefs",
+            labels_repository(SPEC),
+            endpoint=fake.url,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            storage_namespace="local://predictions",
+        )
+        lakefs.ensure_repository()
+        store, seg = _seed(tmp_path, lakefs)
+        before = _views(store)
+
+        result = upkeep(store, SPEC.name, TODAY, retention_days=1)
+
+        assert result.compacted_rows == 15 and result.expired_segments == 2
+        assert store.head("main") == result.merge_commit
+        assert set(store.list("main", PREFIX)) == {seg["c"], seg["d"], seg["e"]}
+        assert store.list_branches().keys() == {"main"}  # the upkeep's branch is gone
+        _assert_same(before, _views(store))
+
+
+def test_the_merge_waits_while_main_has_staged_changes(tmp_path):
+    """The log's committer and the labels put, then commit, on main: a merge meeting their
+    staged files is refused by the store, so the upkeep tries again until they are committed,
+    and never takes them into its own commit."""
+    store, _ = _seed(tmp_path)
+    base = store.head("main")
+    store.put("main", "labels/churn/staged.jsonl", b'{"request_id": "a1", "row": 0, "label": 1}\n')
+    results = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            upkeep(
+                LocalStore(tmp_path / "store", store.repository),
+                SPEC.name,
+                TODAY,
+                merge_attempts=500,
+                retry_seconds=0.02,
+            )
+        )
+    )
+    worker.start()
+    # the upkeep has committed on its branch and is waiting to merge
+    _wait_for(lambda: any(b != "main" and c != base for b, c in store.list_branches().items()))
+    assert store.head("main") == base
+    labels = store.commit("main", "labels: 1 row(s) of churn").id
+    worker.join(timeout=60)
+    (result,) = results
+    assert result.merge_commit == store.head("main")
+    assert store.get_commit(result.merge_commit).parents == (labels, result.compaction_commit)
+    assert "labels/churn/staged.jsonl" not in {c.path for c in store.diff(labels, "main")}
 
 
 class CountingStore(LocalStore):
