@@ -4,6 +4,7 @@ over another without being compared with it."""
 
 import dagster as dg
 import pandas as pd
+import pytest
 
 from mlops_assets.defs.keys import (
     dataset_key,
@@ -124,3 +125,41 @@ def test_a_stale_champion_makes_the_promotion_compare_again_and_refuse(tmp_path,
         else:
             raise AssertionError("promoted over a champion that moved")
         assert production(env, spec) == v2
+
+
+@pytest.mark.parametrize(
+    ("decision", "action", "frm", "to"),
+    [
+        ("promoted", "promote", "1", "2"),
+        ("first_deployment", "first_model", None, "2"),
+        ("rolled_back", "rollback", "2", "1"),  # the candidate withdrawn, production stays
+        ("already_serving", None, None, None),
+        ("champion_moved", None, None, None),
+        ("refused", None, None, None),
+    ],
+)
+def test_every_rollout_outcome_that_moves_traffic_makes_one_audit_entry(decision, action, frm, to):
+    from mlops_assets.defs.deployment.assets import audit_entry
+    from mlops_assets.serving.rollout import Result
+    from mlops_assets.specs.model import get_spec
+    from mlops_assets.training.promotion import ChampionCheck
+
+    spec = get_spec("churn")
+    before = None if decision == "first_deployment" else "1"
+    result = Result(decision, "why", "2", before, candidate_stats={"requests": 80, "p95_ms": 3.0})
+    tags = {
+        "gate.decision": "passed",
+        "gate.metric": "roc_auc",
+        "gate.roc_auc": "0.93",
+        "gate.champion_version": "1",
+        "gate.floor": "0.7",
+    }
+    check = ChampionCheck(True, "2", before, before, "still v1", tags=tags)
+    entry = audit_entry(spec, result, check, "run-1", "drift", "", 0.4)
+    if action is None:
+        assert entry is None
+        return
+    assert (entry.action, entry.from_version, entry.to_version) == (action, frm, to)
+    assert (entry.run_id, entry.trigger, entry.reason) == ("run-1", "drift", "why")
+    assert entry.evidence["gate"]["challenger"] == 0.93 and entry.evidence["drift_share"] == 0.4
+    assert ("canary" in entry.evidence) is (action != "first_model")
