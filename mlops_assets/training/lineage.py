@@ -254,10 +254,20 @@ def model_card(
         "",
         "## Promotion gate",
         "",
-        "Decided at evaluation: the version's tags `gate.decision` and `gate.reason`.",
+        f"The reviewed spec's gate: {_gate_rule(spec)}. Decided at evaluation: the version's "
+        "tags `gate.decision` and `gate.reason`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _gate_rule(spec) -> str:
+    e = spec.evaluation
+    direction = ">=" if getattr(e, "higher_is_better", True) else "<="
+    return (
+        f"{e.metric} {direction} {e.floor:g}, and no more than {e.tolerance:.0%} worse than the "
+        "champion"
+    )
 
 
 def gate_section(decision: str, reason: str, figures: dict[str, str] | None = None) -> str:

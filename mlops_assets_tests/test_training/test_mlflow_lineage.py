@@ -84,6 +84,8 @@ def test_every_version_carries_its_model_card(trained):
     assert f"| scikit-learn | {metadata.version('scikit-learn')} |" in card
     assert f"| run hash | `{meta['run_hash']}` |" in card
     assert f"Decision threshold: {meta['decision_threshold']:g}" in card
+    gate = spec.evaluation
+    assert f"{gate.metric} >= {gate.floor:g}, and no more than {gate.tolerance:.0%} worse" in card
 
 
 def test_the_gate_decision_can_be_appended_to_the_card(trained):
