@@ -93,9 +93,9 @@ def _number(environ: Mapping[str, str], var: str, default: float, kind=float):
     return value
 
 
-def _retention_days(environ: Mapping[str, str]) -> int:
+def _retention_days(e: Mapping[str, str]) -> int:
     """MLOPS_LOG_RETENTION_DAYS: 0 is allowed (raw segments go once compacted)."""
-    raw = environ.get("MLOPS_LOG_RETENTION_DAYS", "").strip()
+    raw = e.get("MLOPS_LOG_RETENTION_DAYS", "").strip()
     if not raw:
         return 30
     if not raw.isdigit():
