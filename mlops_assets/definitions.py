@@ -6,6 +6,7 @@ from mlops_assets.defs.automation import build_automation_sensor, build_commit_s
 from mlops_assets.defs.data.assets import build_data_assets
 from mlops_assets.defs.deployment.assets import build_deployment_assets
 from mlops_assets.defs.features.assets import build_feature_assets
+from mlops_assets.defs.inference.assets import build_inference_assets
 from mlops_assets.defs.k8s import executor_for
 from mlops_assets.defs.keys import raw_data_key
 from mlops_assets.defs.monitoring.assets import build_monitoring_assets
@@ -43,6 +44,7 @@ def defs() -> dg.Definitions:
             *build_training_assets(spec),
             *build_deployment_assets(spec),
             *build_monitoring_assets(spec),
+            *build_inference_assets(spec),  # batch predictions, daily partitions
             *build_upkeep_assets(spec, settings.log_retention_days),
         ]
         schedules.append(build_upkeep_schedule(spec))  # the log's upkeep, daily

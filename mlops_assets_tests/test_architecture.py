@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlops_assets"
-GROUPS = ("data", "features", "training", "deployment", "monitoring")
+GROUPS = ("data", "features", "training", "deployment", "monitoring", "inference")
 # The Dagster glue, the command line and the demo may use the library; not the other way round.
 GLUE = ("defs", "definitions.py", "cli.py", "demo")
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)

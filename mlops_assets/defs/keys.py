@@ -57,6 +57,10 @@ def prediction_log_upkeep_key(spec_name: str) -> dg.AssetKey:
     return dg.AssetKey([spec_name, "prediction_log_upkeep"])
 
 
+def batch_predictions_key(spec_name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec_name, "batch_predictions"])
+
+
 def retrain_keys(spec_name: str) -> list[dg.AssetKey]:
     """What a retraining runs: main's newest data through features, training, gate, rollout."""
     return [dg.AssetKey([spec_name, step]) for step in LOOP_STEPS]

@@ -18,6 +18,7 @@ MODEL_SECTIONS = {
     "description",
     "registered_model",
     "model",
+    "preprocessing",
     "evaluation",
     "threshold",
     "freshness",
