@@ -56,8 +56,8 @@ def build_upkeep_assets(spec: ModelSpec, retention_days: int) -> list[dg.AssetsD
         group_name="monitoring",
         kinds={"lakefs", "parquet"},
         description=(
-            f"Daily upkeep of '{spec.name}''s prediction log: closed segments compacted per day "
-            "into Parquet, raw segments past retention deleted; both as commits."
+            f"Daily upkeep of the prediction log of '{spec.name}': closed segments compacted per "
+            "day into Parquet, raw segments past retention deleted; both as commits."
         ),
     )
     def prediction_log_upkeep(
@@ -108,7 +108,7 @@ def build_upkeep_schedule(spec: ModelSpec) -> dg.ScheduleDefinition:
     job = dg.define_asset_job(
         f"{spec.name}_prediction_log_upkeep",
         selection=dg.AssetSelection.assets(key),
-        description=f"Compact and expire '{spec.name}''s prediction log.",
+        description=f"Compact and expire the prediction log of '{spec.name}'.",
         tags={MODEL: spec.name},
     )
 
@@ -118,7 +118,7 @@ def build_upkeep_schedule(spec: ModelSpec) -> dg.ScheduleDefinition:
         cron_schedule=UPKEEP_CRON,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Every day after midnight UTC: the upkeep of '{spec.name}''s prediction log.",
+        description=f"Daily after midnight UTC: the upkeep of the prediction log of '{spec.name}'.",
     )
     def daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         today = context.scheduled_execution_time.astimezone(dt.UTC).date().isoformat()
