@@ -416,15 +416,19 @@ def upkeep(
         pending[day][path] = rows
         raw_bytes[path] = len(data)
 
+    cutoff = today - dt.timedelta(days=retention_days)
+    day_of = {**{p: e.day for p, e in index.items()}, **{p: d for d in pending for p in pending[d]}}
+    expired = [p for p in raw if p in day_of and day_of[p] < cutoff]
+    if not pending and not expired:
+        return result  # nothing to do: no branch, no commit
+
     branch = f"upkeep-{uuid.uuid4().hex[:16]}"
     store.create_branch(branch, base)
     try:
-        if pending:
+        if pending:  # (updates ``index`` with what it compacted)
             result.compaction_commit = _compact(
                 store, branch, base, model, pending, raw_bytes, index, result
             )
-        cutoff = today - dt.timedelta(days=retention_days)
-        expired = [p for p in raw if p in index and index[p].day < cutoff]
         if expired:
             for p in expired:
                 store.delete(branch, p)

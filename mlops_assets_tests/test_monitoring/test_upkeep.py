@@ -233,6 +233,7 @@ def test_retention_deletes_compacted_raw_segments_in_a_commit_history_keeps(tmp_
     again = upkeep(store, SPEC.name, TODAY, retention_days=1)
     assert again.compaction_commit is again.retention_commit is again.merge_commit is None
     assert store.head("main") == result.merge_commit
+    assert store.list_branches().keys() == {"main"}  # and no branch left behind
 
     # a day later, with 0 days of retention, every compacted raw segment goes; today's stays
     later = upkeep(store, SPEC.name, TODAY + dt.timedelta(days=1), retention_days=0)
