@@ -33,6 +33,7 @@ import contextlib
 import datetime as dt
 import heapq
 import io
+import re
 import time
 import uuid
 from collections import defaultdict
@@ -422,7 +423,8 @@ def upkeep(
     if not pending and not expired:
         return result  # nothing to do: no branch, no commit
 
-    branch = f"upkeep-{uuid.uuid4().hex[:16]}"
+    # the model in the name: a branch left by a crash says whose it was
+    branch = "upkeep-" + re.sub(r"[^\w-]", "-", model) + "-" + uuid.uuid4().hex[:12]
     store.create_branch(branch, base)
     try:
         if pending:  # (updates ``index`` with what it compacted)
