@@ -411,8 +411,9 @@ def test_an_upkeep_refuses_a_negative_retention_and_skips_an_empty_log(tmp_path)
 
 def test_no_acknowledged_row_is_lost_while_the_log_writes_and_the_upkeep_runs(tmp_path):
     """The real log writes (acknowledging each request once durable) and commits segments while
-    upkeeps compact and expire them (0 days of retention) from another store object. A segment
-    still open is never compacted; at the end every acknowledged row is there exactly once."""
+    upkeeps compact and expire them (0 days of retention) from another store object, until
+    three upkeeps have done so. A segment still open is never compacted; at the end every
+    acknowledged row is there exactly once."""
     store = LocalStore(tmp_path / "store", labels_repository(SPEC))
     log = PredictionLog(
         tmp_path / "log",
@@ -422,54 +423,49 @@ def test_no_acknowledged_row_is_lost_while_the_log_writes_and_the_upkeep_runs(tm
     )
     far = dt.date(9999, 1, 1)  # every logged day is before it, whatever the clock says
     upkeeper = LocalStore(tmp_path / "store", labels_repository(SPEC))
-    stop = threading.Event()
-    results, errors = [], []
-
-    def keep_up():
-        while not stop.is_set():
-            try:
-                results.append(upkeep(upkeeper, SPEC.name, far, retention_days=0))
-            except Exception as e:
-                errors.append(e)
-            stop.wait(0.02)
-
     columns = {c: [1.0, 2.0] for c in SPEC.features}
     outputs = {"prediction": [0, 1], "probability": [0.1, 0.9]}
+    acked: list[str] = []
+    stop = threading.Event()
 
-    async def produce(first: int, count: int) -> list[str]:
-        acked = []
-        for i in range(first, first + count):
-            await log.write(SPEC.name, "1", f"r{i}", columns, outputs)
-            acked.append(f"r{i}")
-        return acked
+    async def produce(until) -> None:
+        while not until():
+            request_id = f"r{len(acked)}"
+            await log.write(SPEC.name, "1", request_id, columns, outputs)
+            acked.append(request_id)
 
-    worker = threading.Thread(target=keep_up)
-    worker.start()
+    writer = threading.Thread(target=lambda: asyncio.run(produce(lambda: stop.is_set())))
+    writer.start()
+    results = []
     try:
-        acked = asyncio.run(produce(0, 400))  # 16 closed segments
+        while sum(1 for r in results if r.compacted_segments) < 3:
+            assert len(results) < 2000, "the upkeep never found a committed segment"
+            results.append(upkeep(upkeeper, SPEC.name, far, retention_days=0))
     finally:
         stop.set()
-        worker.join(timeout=60)
-    assert not errors, errors
-    assert sum(r.compacted_segments for r in results) > 0, "no upkeep ran while writing"
-    acked += asyncio.run(produce(400, 7))  # an open segment, written and acknowledged
-    _wait_for(lambda: log.rows_committed[SPEC.name] == 800)
+        writer.join(timeout=60)
+    # whole segments only, then 7 requests more: an open segment, written and acknowledged
+    asyncio.run(produce(lambda: len(acked) % 25 == 0))
+    closed = len(acked) // 25
+    _wait_for(lambda: log.rows_committed[SPEC.name] == 2 * len(acked))
+    written = len(acked)
+    asyncio.run(produce(lambda: len(acked) == written + 7))
     open_segments = list((tmp_path / "log" / SPEC.name).glob("open-*.jsonl"))
     assert len(open_segments) == 1
 
     result = upkeep(upkeeper, SPEC.name, far, retention_days=0)
 
     seen = [r["request_id"] for r in logged_rows(store, SPEC.name, "main")]
-    assert Counter(seen) == Counter({f"r{i}": 2 for i in range(400)})  # not the open one
+    assert Counter(seen) == Counter({a: 2 for a in acked[:written]})  # not the open one
     compacted = read_index(store, "main", SPEC.name)
-    assert sum(e.rows for e in compacted.values()) == 800
+    assert sum(e.rows for e in compacted.values()) == 2 * written
     assert store.list("main", PREFIX) == []  # all compacted, and expired with 0 days
-    assert result.expired_segments + sum(r.expired_segments for r in results) == 16
+    assert result.expired_segments + sum(r.expired_segments for r in results) == closed
 
     log.close()  # the open segment is closed and committed
     upkeep(upkeeper, SPEC.name, far, retention_days=0)
-    seen = Counter((r["request_id"], r["row"]) for r in logged_rows(store, SPEC.name, "main"))
-    assert seen == Counter({(a, row): 1 for a in acked for row in (0, 1)})
+    seen_rows = Counter((r["request_id"], r["row"]) for r in logged_rows(store, SPEC.name, "main"))
+    assert seen_rows == Counter({(a, row): 1 for a in acked for row in (0, 1)})
     assert store.list("main", PREFIX) == []
 
 
