@@ -297,6 +297,16 @@ def roles(tmp_path_factory):
         "serve": _local(_compose_service("inference")["command"], ports["serve"]),
     }
     assert container_workspace in _compose_service("daemon")["command"]
+    # The embedded instance's SQLite storage is created once, before the webserver and the
+    # daemon open it at the same moment (two first openings raced in alembic and the daemon
+    # never beat; compose's Postgres is created once by its own service)
+    subprocess.run(
+        ["sh", str(entry), "dagster", "instance", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     procs = {}
     try:
         # The code server first: the others load the code location from it.
