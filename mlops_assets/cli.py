@@ -290,9 +290,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     )
     trail = AuditTrail(store, spec.model_name)
     tracking = tracking_from_env()
-    tracking.configure()
-    live = tracking.version_by_alias(spec.model_name, PRODUCTION)
-    current = live.version if live is not None else None
+    try:  # the trail is in the store: it prints even when the registry does not answer
+        tracking.configure()
+        live = tracking.version_by_alias(spec.model_name, PRODUCTION)
+        current, registry_down = (live.version if live is not None else None), ""
+    except RuntimeError as err:
+        if args.set_production:
+            raise
+        current, registry_down = None, str(err)
     if args.set_production:
         if not args.reason:
             raise ValueError("--set-production needs --reason: the audit trail records why")
@@ -318,8 +323,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(e.line())
         if e.evidence:
             print(f"    evidence: {e.evidence_line()}")
-    print(f"production now: {('v' + current) if current else 'none'}")
-    warning = moved_outside(entries, current)
+    if registry_down:
+        print(f"production now: unknown, the registry did not answer: {registry_down}")
+    else:
+        print(f"production now: {('v' + current) if current else 'none'}")
+    warning = None if registry_down else moved_outside(entries, current)
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
     problems = trail.append_only_problems()
