@@ -341,8 +341,8 @@ class ModelSpec(_Strict):
             )
         if self.task != "classification" and self.threshold != ThresholdSpec():
             raise ValueError(
-                f"threshold applies to binary classification only, not {self.task}: remove it "
-                "from the spec"
+                f"threshold applies to classification only (two classes), not {self.task}: "
+                "remove it from the spec"
             )
         if self.task == "multiclass" and cols[self.target].dtype in ("float", "date"):
             raise ValueError(

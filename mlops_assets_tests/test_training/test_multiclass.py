@@ -122,7 +122,10 @@ def test_a_multiclass_spec_has_its_own_metrics_and_no_threshold(tmp_path):
         assert str(path) in str(e.value)
 
     refused({"evaluation": {"metric": "roc_auc", "floor": 0.7}}, "not a multiclass metric")
-    refused({"threshold": {"maximize": "f1"}}, "threshold applies to binary classification")
+    refused(
+        {"threshold": {"maximize": "f1"}},
+        r"threshold applies to classification only \(two classes\), not multiclass",
+    )
     columns = {**data["dataset"]["columns"], "team": {"dtype": "float"}}
     refused({"dataset": {**data["dataset"], "columns": columns}}, "must be an int, string or")
 
