@@ -18,7 +18,11 @@ import orjson
 import pandas as pd
 import pytest
 
-from mlops_assets.defs.keys import prediction_log_upkeep_key
+from mlops_assets.defs.keys import (
+    drift_report_key,
+    prediction_log_upkeep_key,
+    production_performance_key,
+)
 from mlops_assets.defs.monitoring.upkeep import build_upkeep_assets, build_upkeep_schedule
 from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.monitoring.labels import commit_labels, labels_repository
@@ -38,6 +42,7 @@ from mlops_assets.specs.model import get_spec
 from mlops_assets.store import VersionedStore, open_store
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.fakes.lakefs_server import ACCESS_KEY, SECRET_KEY, FakeLakeFS
+from mlops_assets_tests.test_monitoring.conftest import champion, serve_rows
 
 SPEC = get_spec("churn")
 UTC = dt.UTC
@@ -477,6 +482,51 @@ def _wait_for(condition, timeout: float = 30.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_drift_and_live_performance_assets_judge_the_same_windows_after_the_upkeep(server_env):
+    """The monitoring assets themselves (real MLflow server, Evidently, the gate's metric)
+    before and after every raw segment was compacted and expired."""
+    env = server_env
+    spec = champion(env)
+    drifted = serve_rows(env, spec, "covariate_shift", 400, request_id="req-a", seed=1)
+    steady = serve_rows(env, spec, "none", 400, request_id="req-b", seed=2)
+    store = LocalStore(env.data_dir / "lakefs-local", labels_repository(spec))
+    labels = [
+        {"request_id": request_id, "row": i, "label": int(v)}
+        for request_id, frame in (("req-a", drifted), ("req-b", steady))
+        for i, v in enumerate(frame[spec.target])
+    ]
+    commit_labels(store, spec, labels)
+    keys = {
+        "drift": drift_report_key(spec.name),
+        "performance": production_performance_key(spec.name),
+    }
+
+    def monitored() -> dict:
+        assert env.run(list(keys.values())).success
+        return {
+            name: {
+                k: v.value
+                for k, v in env.instance.get_latest_materialization_event(
+                    key
+                ).asset_materialization.metadata.items()
+            }
+            for name, key in keys.items()
+        }
+
+    before = monitored()
+    result = upkeep(store, spec.name, dt.date(9999, 1, 1), retention_days=0)
+    assert result.compacted_rows == 800 and store.list("main", PREFIX) == []
+    after = monitored()
+
+    assert before["drift"]["window_rows"] == 800 and before["performance"]["labelled_rows"] == 800
+    same = {
+        "drift": ("window_rows", "window_start", "window_end", "drift_share", "drifted_columns"),
+        "performance": ("labelled_rows", "live_roc_auc", "window_start", "window_end"),
+    }
+    for name, fields in same.items():
+        assert {f: after[name][f] for f in fields} == {f: before[name][f] for f in fields}
 
 
 # ---- the Dagster asset and its schedule -----------------------------------------------------
