@@ -326,6 +326,34 @@ def test_the_merge_waits_while_main_has_staged_changes(tmp_path):
     assert "labels/churn/staged.jsonl" not in {c.path for c in store.diff(labels, "main")}
 
 
+def test_an_upkeep_that_meets_a_conflicting_change_fails_and_changes_nothing(tmp_path):
+    """Another writer changed a day file on main meanwhile (an upkeep run at the same time):
+    the merge conflicts, the run fails saying so, and main keeps the other writer's version."""
+    store, _ = _seed(tmp_path)
+    base = store.head("main")
+    parquet, _ = day_paths(SPEC.name, dt.date(2026, 11, 18))
+    store.put("main", parquet, b"the other upkeep's file")  # staged: the merge waits
+    errors = []
+
+    def run():
+        try:
+            other_store = LocalStore(tmp_path / "store", store.repository)
+            upkeep(other_store, SPEC.name, TODAY, merge_attempts=500, retry_seconds=0.02)
+        except UpkeepError as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    _wait_for(lambda: any(b != "main" and c != base for b, c in store.list_branches().items()))
+    other = store.commit("main", "another upkeep").id
+    worker.join(timeout=60)
+    (error,) = errors
+    assert "conflicts with a change merged meanwhile" in str(error) and parquet in str(error)
+    assert "run the upkeep again" in str(error)
+    assert store.head("main") == other and store.get("main", parquet) == b"the other upkeep's file"
+    assert store.list_branches().keys() == {"main"}
+
+
 class CountingStore(LocalStore):
     """The real local store, recording which objects are read."""
 
