@@ -311,3 +311,17 @@ def test_onnx_is_attempted_and_a_model_without_a_converter_is_served_by_skops(
     expected = logged.trained.pipeline.predict_proba(inputs(x, spec))[:, 1]
     got = np.asarray(predictor.predict_proba(inputs(x, spec)))[:, 1]
     assert np.allclose(got, expected, atol=1e-6)
+
+
+def test_run_config_picks_a_built_in_or_the_spec_s_estimator_never_a_new_import_path(tmp_path):
+    from mlops_assets.specs.model import check_estimator_override
+
+    spec = load(tmp_path, model={"estimator": "sklearn.ensemble.ExtraTreesClassifier"})
+    for allowed in ("random_forest", "linear", "sklearn.ensemble.ExtraTreesClassifier"):
+        check_estimator_override(spec, allowed)
+    with pytest.raises(
+        ValueError,
+        match=r"field 'estimator': 'os.path.Evil' is neither the spec's estimator "
+        r"\('sklearn.ensemble.ExtraTreesClassifier'\) nor a built-in.*reviewed spec file",
+    ):
+        check_estimator_override(spec, "os.path.Evil")

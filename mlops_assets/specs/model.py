@@ -456,6 +456,20 @@ class ModelSpec(_Strict):
         return [f for f in self.features if cols[f].dtype in ("category", "string")]
 
 
+def check_estimator_override(spec: ModelSpec, estimator: str) -> None:
+    """Run config (the launchpad) may choose a built-in estimator or the spec's own; an import
+    path only through the reviewed spec file: importing a module runs its code, and the model's
+    skops trust list is built from the spec. Checked before the config is validated (which
+    would import the path)."""
+    if estimator in BUILTIN_ESTIMATORS or estimator == spec.model.estimator:
+        return
+    raise ValueError(
+        f"field 'estimator': {estimator!r} is neither the spec's estimator "
+        f"({spec.model.estimator!r}) nor a built-in ({', '.join(BUILTIN_ESTIMATORS)}): an "
+        "estimator by import path is chosen in the reviewed spec file, not in run config"
+    )
+
+
 def validation_problems(error: ValidationError, kind: str = "") -> str:
     """Every problem pydantic found, each naming its field: the one formatter of validation
     errors. With ``kind`` (``"field"`` for run config, ``"parameter"`` for ``mlflow run``),

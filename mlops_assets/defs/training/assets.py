@@ -15,7 +15,7 @@ from mlops_assets.defs.resources import DataStoreResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.defs.runs import run_or_latest_metadata
 from mlops_assets.specs import EvaluationSpec, Hyperparameters, ModelSpec
-from mlops_assets.specs.model import validation_problems
+from mlops_assets.specs.model import check_estimator_override, validation_problems
 from mlops_assets.training import gate, onnx_export
 from mlops_assets.training.evaluate import Evaluation, evaluate
 from mlops_assets.training.history import FIRST_MODEL, AuditTrail, Entry, audit_repository
@@ -248,11 +248,12 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.Output:
         refuse_a_loosened_gate(context, spec)
         try:
+            check_estimator_override(spec, config.model_dump()["estimator"])
             params = Hyperparameters.model_validate(config.model_dump())
-        except ValidationError as e:
+        except ValueError as e:  # pydantic's ValidationError is one too
             raise dg.Failure(
                 f"{context.asset_key.to_user_string()} config rejected before training: "
-                f"{_problems(e)}",
+                f"{_problems(e) if isinstance(e, ValidationError) else e}",
                 allow_retries=False,
             ) from None
         commit = features.attrs.get("lakefs_commit")
