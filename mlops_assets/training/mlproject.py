@@ -19,7 +19,7 @@ from mlops_assets.featurize import build_features
 from mlops_assets.quality import read_dataset
 from mlops_assets.settings import Settings
 from mlops_assets.specs import Hyperparameters
-from mlops_assets.specs.model import get_spec, validation_problems
+from mlops_assets.specs.model import check_estimator_override, get_spec, validation_problems
 
 PARAMS = tuple(Hyperparameters.model_fields)
 
@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     if overrides.get("max_depth", "").lower() in ("none", "null"):
         overrides["max_depth"] = None
     try:
+        check_estimator_override(spec, overrides.get("estimator", spec.model.estimator))
         params = Hyperparameters.model_validate({**spec.model.model_dump(), **overrides})
-    except ValidationError as e:
-        problems = validation_problems(e, "parameter")
+    except ValueError as e:  # pydantic's ValidationError is one too
+        problems = validation_problems(e, "parameter") if isinstance(e, ValidationError) else e
         print(f"train: rejected before training: {problems}", file=sys.stderr)
         return 2
 
