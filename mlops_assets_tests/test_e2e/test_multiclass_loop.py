@@ -21,6 +21,7 @@ import yaml
 
 from mlops_assets.defs.keys import (
     dataset_key,
+    deployment_key,
     drift_report_key,
     features_key,
     model_evaluation_key,
@@ -58,10 +59,14 @@ def env(tmp_path, monkeypatch, mlflow_server):
         data["registered_model"] = f"{data['name']}-{tag}"
         (specs / f.name).write_text(yaml.safe_dump(data, sort_keys=False))
     data_dir = tmp_path / "data"
+    # the server this test starts: the deployment and monitoring assets talk to it
+    port = free_port()
+    monkeypatch.setenv("MLOPS_SERVING_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLOPS_SERVING_TOKEN", TOKEN)
     monkeypatch.setenv("MLOPS_DATA_DIR", str(data_dir))
     monkeypatch.setenv("MLOPS_SPECS_DIR", str(specs))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
-    for var in ("MLOPS_DATA_BACKEND", "MLFLOW_UI_URL", "MLOPS_SERVING_URL"):
+    for var in ("MLOPS_DATA_BACKEND", "MLFLOW_UI_URL"):
         monkeypatch.delenv(var, raising=False)
     pin_mlflow_http_env(monkeypatch)
     from mlops_assets.definitions import defs
@@ -81,7 +86,9 @@ def _check(result, name: str):
 
 
 def _serve(env: Env, log):
-    port = free_port()
+    import os
+
+    port = int(os.environ["MLOPS_SERVING_URL"].rsplit(":", 1)[1])
     extra = server_env(
         MLFLOW_TRACKING_URI=env.tracking_uri,
         MLOPS_SPECS_DIR=env.specs_dir,
@@ -90,7 +97,8 @@ def _serve(env: Env, log):
         MLOPS_LOG_SEGMENT_SECONDS="1",  # rows reach the committed log within a second or so
     )
     extra = {k: v for k, v in extra.items() if not k.startswith(("MLOPS_DATA_BACKEND", "LAKEFS_"))}
-    cmd = [str(BIN / "mlops"), "serve", "--port", str(port), "--poll-seconds", "0"]
+    # it reconciles to the registry's shared desired state, as a rollout needs
+    cmd = [str(BIN / "mlops"), "serve", "--port", str(port), "--poll-seconds", "0.5"]
     proc = start(cmd, extra, log)
     url = f"http://127.0.0.1:{port}"
 
@@ -264,6 +272,27 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN, check
         assert "label(s) ['legal'] for target 'team'" in check.description, check.description
         assert "not classes the model knows" in check.description
+
+        # ---- a second version through the gate and a canary rollout, promoted: the rollout
+        # watches the multiclass answers' confidence like a binary model's P(class 1)
+        retrain = {
+            "ops": {
+                "tickets__trained_model": {"config": {"random_state": 3}},
+                "tickets__deployment": {
+                    "config": {"window_requests": 60, "max_prediction_shift": 3.0}
+                },
+            }
+        }
+        rollout = [trained_model_key("tickets"), model_evaluation_key("tickets")]
+        assert env.run([*rollout, deployment_key("tickets")], retrain).success
+        deployed = _meta(env, deployment_key("tickets"))
+        assert deployed["decision"] == "promoted", deployed["reason"]
+        assert deployed["strategy"] == "canary"
+        assert (deployed["production_before"], deployed["production_now"]) == ("1", "2")
+        assert deployed["candidate_requests"] > 0 and deployed["candidate_error_rate"] == 0.0
+        assert 1 / 3 < deployed["candidate_mean_prediction"] <= 1.0, deployed
+        answer = httpx.post(f"{url}/predict", json=body, timeout=30).json()
+        assert answer["model_version"] == "2" and set(answer["predictions"]) <= teams
     finally:
         stop(proc)
 
