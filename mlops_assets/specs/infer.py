@@ -17,6 +17,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -61,9 +62,9 @@ class Inferred:
 # ---- reading a sample ----------------------------------------------------------------------
 
 
-def _text_frame(data: bytes, rows: int) -> pd.DataFrame:
+def _text_frame(data: bytes | BinaryIO, rows: int) -> pd.DataFrame:
     return pd.read_csv(
-        io.BytesIO(data),
+        io.BytesIO(data) if isinstance(data, bytes) else data,
         dtype=str,
         keep_default_na=False,
         na_values=[""],
@@ -109,9 +110,8 @@ def read_sample(source: str | Path, rows: int = SAMPLE_ROWS) -> tuple[pd.DataFra
             part.to_csv(buf, index=False)
             frame = _text_frame(buf.getvalue(), left)
         elif f.suffix.lower() == ".csv":
-            with f.open("rb") as fh:
-                data = fh.read()
-            frame = _text_frame(data, left + 1)
+            with f.open("rb") as fh:  # only the rows sampled are read, whatever the file's size
+                frame = _text_frame(fh, left + 1)
             if len(frame) > left:
                 more, frame = True, frame.iloc[:left]
         else:
