@@ -22,7 +22,7 @@ from mlops_assets.store import VersionedStore
 from mlops_assets.training import lineage
 from mlops_assets.training.run import code_version
 from mlops_assets.training.tracking import Tracking, model_bytes
-from mlops_assets.training.train import fit, predictions
+from mlops_assets.training.train import fit, inputs, predictions
 
 REQUIRED_TAGS = ("lakefs.commit", "mlops.params", "mlops.run_hash", "mlops.model_digest")
 
@@ -102,10 +102,14 @@ def reproduce(
     from mlops_assets.training.pipeline import spec_types
 
     registered = tracking.load_model(name, version, spec_types(spec))
-    ours, theirs = (
-        predictions(trained.pipeline, holdout, spec),
-        predictions(registered, holdout, spec),
-    )
+    if spec.task == "multiclass":  # P(class) per class: numbers to compare, not class names
+        x = inputs(holdout, spec)
+        ours, theirs = trained.pipeline.predict_proba(x), registered.predict_proba(x)
+    else:
+        ours, theirs = (
+            predictions(trained.pipeline, holdout, spec),
+            predictions(registered, holdout, spec),
+        )
     diff = float(np.max(np.abs(ours - theirs))) if len(ours) else 0.0
     result = Reproduction(
         model_name=name,

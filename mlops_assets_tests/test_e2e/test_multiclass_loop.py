@@ -293,6 +293,13 @@ def test_multiclass_models_train_gate_serve_and_are_monitored(env, tmp_path):
         assert 1 / 3 < deployed["candidate_mean_prediction"] <= 1.0, deployed
         answer = httpx.post(f"{url}/predict", json=body, timeout=30).json()
         assert answer["model_version"] == "2" and set(answer["predictions"]) <= teams
+
+        # lineage: the first version is re-trained from its lakeFS commit, bit for bit
+        from mlops_assets.training.reproduce import reproduce
+
+        again = reproduce(env.tracking(), tickets, "1", env.store(tickets))
+        assert again.matched, again.summary()
+        assert again.max_abs_difference == 0.0
     finally:
         stop(proc)
 
