@@ -31,7 +31,11 @@ def test_tightening_is_accepted_and_recorded_as_run_config(reviewed, floor, tole
     assert (t.floor, t.tolerance) == (floor, tolerance)
     assert t.floor_source == (SPEC if floor == reviewed.floor else RUN_CONFIG)
     assert t.tolerance_source == RUN_CONFIG
-    assert t.as_dict()["floor"] == {"value": floor, "source": t.floor_source, "spec": reviewed.floor}
+    assert t.as_dict()["floor"] == {
+        "value": floor,
+        "source": t.floor_source,
+        "spec": reviewed.floor,
+    }
     assert t.tags()["gate.tolerance_source"] == RUN_CONFIG
 
 

@@ -29,7 +29,7 @@ def test_entries_are_appended_in_commits_of_their_own_and_read_back_in_order(tmp
     first, c1 = trail.append(
         Entry("churn-model", FIRST_MODEL, None, "1", "new_data", "no champion yet", run_id="r1")
     )
-    promoted, c2 = trail.append(
+    _promoted, c2 = trail.append(
         Entry(
             "churn-model", PROMOTE, "1", "2", "drift", "canary healthy", run_id="r2",
             evidence={"drift_share": 0.5, "canary": {"requests": 200, "error_rate": 0.0}},
