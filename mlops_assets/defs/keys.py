@@ -10,7 +10,13 @@ import dagster as dg
 LOOP_STEPS = ("dataset", "features", "trained_model", "model_evaluation", "deployment")
 MONITORING_STEPS = ("drift_report", "production_performance")
 # Every asset of a spec, as the lineage graph draws them.
-ASSET_NAMES = ("raw_data", *LOOP_STEPS, *MONITORING_STEPS, "prediction_log_upkeep")
+ASSET_NAMES = (
+    "raw_data",
+    *LOOP_STEPS,
+    *MONITORING_STEPS,
+    "prediction_log_upkeep",
+    "batch_predictions",
+)
 
 # Run tags (shown on every run in the UI; the sensors and the loop harness read them back).
 TRIGGER = "mlops/trigger"  # new_data, new_predictions, drift, performance, stale_model
