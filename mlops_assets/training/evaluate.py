@@ -14,11 +14,14 @@ import pandas as pd
 
 from mlops_assets.specs import EvaluationSpec, ModelSpec
 from mlops_assets.training import gate, onnx_export
+from mlops_assets.training.lineage import gate_section
+from mlops_assets.training.run import MODEL_CARD
 from mlops_assets.training.tracking import (
     CHALLENGER,
     PRODUCTION,
     Tracking,
     TrackingUnavailable,
+    append_to_model_file,
 )
 from mlops_assets.training.train import score
 
@@ -119,6 +122,7 @@ def evaluate(
             **parity.tags(),
         },
     )
+    _card(tracking, name, result, metric, thresholds)
     if not decision.promote:
         return result
     try:
@@ -135,3 +139,30 @@ def evaluate(
             f"{', '.join(result.aliases_moved) or 'none'}. {retry_hint} to finish."
         ) from e
     return result
+
+
+def _card(tracking: Tracking, name: str, result: Evaluation, metric: str, thresholds) -> None:
+    """The gate's decision appended to the version's model card. A version without a card
+    (registered from outside the platform) gets a tag saying so; the gate stands either way."""
+    figures = {
+        f"challenger {metric}": f"{result.challenger_scores[metric]:.4f}",
+        "champion": (
+            f"version {result.champion_version}: {result.champion_scores[metric]:.4f}"
+            if result.champion_scores and result.champion_version
+            else "none"
+        ),
+        "bar": f"{result.decision.bar}",
+        "floor": f"{thresholds.floor}",
+        "tolerance": f"{thresholds.tolerance}",
+    }
+    try:
+        append_to_model_file(
+            tracking, name, result.version, MODEL_CARD,
+            gate_section(result.verdict, result.decision.reason, figures),
+        )  # fmt: skip
+    except Exception as e:  # no card to append to: say so on the version
+        tracking.tag_version(
+            name,
+            result.version,
+            {"model_card.gate": f"not appended: {type(e).__name__}: {str(e)[:300]}"},
+        )

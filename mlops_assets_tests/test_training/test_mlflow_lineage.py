@@ -8,7 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops_assets.defs.keys import dataset_key, features_key, trained_model_key
+from mlops_assets.defs.keys import (
+    dataset_key,
+    features_key,
+    model_evaluation_key,
+    trained_model_key,
+)
 from mlops_assets.training import lineage
 from mlops_assets.training.run import MODEL_CARD
 from mlops_assets.training.tracking import (
@@ -86,6 +91,18 @@ def test_every_version_carries_its_model_card(trained):
     assert f"Decision threshold: {meta['decision_threshold']:g}" in card
     gate = spec.evaluation
     assert f"{gate.metric} >= {gate.floor:g}, and no more than {gate.tolerance:.0%} worse" in card
+
+
+def test_the_gate_decision_is_appended_to_the_card_at_evaluation(trained):
+    env, spec, mv = trained.env, trained.spec, trained.mv
+    assert env.run([model_evaluation_key("churn")]).success
+    mat = env.instance.get_latest_materialization_event(model_evaluation_key("churn"))
+    evaluation = {k: v.value for k, v in mat.asset_materialization.metadata.items()}
+    card = read_model_file(env.tracking(), spec.model_name, mv.version, MODEL_CARD)
+    assert card.startswith(f"# Model card: {spec.model_name}")  # kept, not replaced
+    assert "## Promotion gate: decision" in card
+    assert f"**{evaluation['decision']}**: {evaluation['reason']}" in card
+    assert f"| challenger {spec.evaluation.metric} |" in card
 
 
 def test_the_gate_decision_can_be_appended_to_the_card(trained):
