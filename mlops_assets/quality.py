@@ -99,6 +99,26 @@ def type_columns(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dic
     return out, bad_cells
 
 
+def column_violations(file: str, columns: list[str], spec) -> list[Violation]:
+    """A batch's header against the spec: each missing and each unexpected column."""
+    missing = [
+        Violation(file, c, "missing_column", "column is missing: add it to the batch")
+        for c in spec.columns
+        if c not in columns
+    ]
+    unexpected = [
+        Violation(
+            file,
+            c,
+            "unexpected_column",
+            "column is not in the dataset spec: remove it or add it to the spec",
+        )
+        for c in columns
+        if c not in spec.columns
+    ]
+    return missing + unexpected
+
+
 def parse_batch(
     file: str, raw: bytes, spec: DatasetSpec
 ) -> tuple[pd.DataFrame | None, list[Violation]]:
@@ -145,21 +165,7 @@ def parse_batch(
     violations: list[Violation] = []
     if df.empty:
         violations.append(Violation(file, None, "empty_file", "the file has a header but no rows"))
-    missing = [c for c in spec.columns if c not in df.columns]
-    for col in missing:
-        violations.append(
-            Violation(file, col, "missing_column", "column is missing: add it to the batch")
-        )
-    for col in df.columns:
-        if col not in spec.columns:
-            violations.append(
-                Violation(
-                    file,
-                    col,
-                    "unexpected_column",
-                    "column is not in the dataset spec: remove it or add it to the spec",
-                )
-            )
+    violations += column_violations(file, list(df.columns), spec)
     out, bad_cells = type_columns(df, spec)
     for col, bad in bad_cells.items():
         examples = ", ".join(repr(v) for v in df[col][bad].head(3))
@@ -407,27 +413,7 @@ def audit_stream(
     try:
         for chunk in reader:
             if rows == 0:
-                for col in spec.columns:
-                    if col not in chunk.columns:
-                        violations.append(
-                            Violation(
-                                file,
-                                col,
-                                "missing_column",
-                                "column is missing: add it to the batch",
-                            )
-                        )
-                for col in chunk.columns:
-                    if col not in spec.columns:
-                        violations.append(
-                            Violation(
-                                file,
-                                col,
-                                "unexpected_column",
-                                "column is not in the dataset spec: remove it or add it to the "
-                                "spec",
-                            )
-                        )
+                violations += column_violations(file, list(chunk.columns), spec)
             typed, bad_cells = type_columns(chunk, spec)
             for col, bad in bad_cells.items():
                 tally(col, "dtype").add(bad, chunk[col])
