@@ -206,7 +206,10 @@ def rollout(
     otherwise the decision is ``champion_moved`` and nothing moved.
 
     ``traffic(pinned_version)`` (optional) returns a context manager that sends requests while
-    the rollout watches (the demo replays the holdout; in production, real traffic flows).
+    the rollout watches (the demo replays the holdout; in production, real traffic flows). Two
+    streams run: one pinned to the candidate, so the evidence it needs comes at the replay's
+    pace (a canary's unpinned share alone would take 1/``canary_weight`` as long), and one
+    through the routing the clients see.
     """
     desired = control.desired()
     production = desired.production
@@ -311,13 +314,10 @@ def _watch(lease, analysis, model, policy, traffic, log, result: Result) -> None
         else f"canary: answers {policy.canary_weight:.0%} of requests"
     )
     log(f"version {result.candidate} on every replica ({analysis.describe()}); {what}")
-    streams = []
-    if traffic is not None:
-        streams = (
-            [traffic(result.candidate), traffic(None)]
-            if policy.strategy == ("blue_green")
-            else [traffic(None)]
-        )
+    # Synthetic traffic (the holdout replay), when given: one stream pinned to the candidate,
+    # so its evidence comes at the replay's pace and not at canary_weight of it (blue-green:
+    # its only traffic), and one through the routing every client sees.
+    streams = [] if traffic is None else [traffic(result.candidate), traffic(None)]
     stats: dict | None = None  # the first complete view that decides, or a full window
     verdict = None
     with contextlib.ExitStack() as stack:

@@ -80,7 +80,8 @@ def test_a_rollout_with_replay_then_real_clients_leaves_only_real_rows_in_the_wi
 ):
     """The real rollout (registry desired state, a replica reconciling every 0.5 s) fed by the
     product's holdout Replay, then real clients: the drift window of the promoted version
-    holds the real clients' rows only, although the replay was answered by it too."""
+    holds the real clients' rows only, although the replay was answered by it too, and the
+    drift report computed on that window raises no alarm."""
     from mlops_assets.serving.analysis import ReplicaStats
     from mlops_assets.serving.client import Replay, ServingClient
     from mlops_assets.serving.rollout import Policy, RegistryControl, rollout
@@ -128,8 +129,8 @@ def test_a_rollout_with_replay_then_real_clients_leaves_only_real_rows_in_the_wi
             return d["production"] == second and d["candidate"] is None
 
         wait_until("the promotion served", serves_second_alone, 60, proc, tmp_path / "serve.log")
-        real = send_traffic(url, spec, DAY, rows=30, batch=3, seed=7)
-        assert not real.errors and real.versions == {second: 30}
+        real = send_traffic(url, spec, DAY, rows=120, batch=3, seed=7)
+        assert not real.errors and real.versions == {second: 120}
         os.killpg(proc.pid, signal.SIGTERM)  # a clean stop commits every segment
         proc.wait(60)
     finally:
@@ -141,10 +142,27 @@ def test_a_rollout_with_replay_then_real_clients_leaves_only_real_rows_in_the_wi
     logged = []
     for path in store.list("main", "predictions/churn/"):
         logged += read_rows(store.get("main", path))
-    replayed = [r for r in logged if r["model_version"] == second and r["synthetic"] == "replay"]
+    replayed = [r for r in logged if r["model_version"] == second and r["synthetic"]]
     assert len(replayed) >= 40  # the candidate's window was filled by the replay
+    assert {r["synthetic"] for r in replayed} <= {"replay", "smoke"}  # routed, and pinned
     window = current_window(store, spec, second, rows=10_000)
-    assert len(window) == 30
+    assert len(window) == 120
     assert {r["request_id"] for r in served_rows(store, spec, second)} == {
         label["request_id"] for label in real.labels
     }
+
+    # and the drift report drift_report computes on it (its defaults: 1,000 newest rows, at
+    # least 100, warn at a 30 % drifted share): real traffic like the training data, no alarm
+    from mlops_assets.defs.monitoring.assets import DriftConfig
+    from mlops_assets.monitoring.drift import compute_drift, judge, reference_frame
+    from mlops_assets.training.pipeline import spec_types
+
+    config = DriftConfig()
+    data = LocalStore(registry.data_dir / "lakefs-local", spec.dataset.repository)
+    model = tracking.load_model(name, second, spec_types(spec))
+    reference = reference_frame(data, spec, data.head("main"), model)
+    current = current_window(store, spec, second, config.window_rows)
+    assert config.min_rows <= len(current) == 120
+    result = compute_drift(reference, current.drop(columns=["timestamp"]), spec, html=False)
+    verdict = judge(result, config.warn_share, config.error_share)
+    assert verdict.passed, verdict.description
