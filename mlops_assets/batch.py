@@ -11,13 +11,14 @@ from __future__ import annotations
 import datetime as dt
 import io
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.quality import SOURCE_COLUMN, Violation, read_dataset
 from mlops_assets.specs import DatasetSpec, ModelSpec
 from mlops_assets.store import VersionedStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTPUT_PREFIX = "predictions/"
 
@@ -54,6 +55,9 @@ def rows_to_score(
 def score(model, frame: pd.DataFrame, spec: ModelSpec, version: str) -> pd.DataFrame:
     """One row per input row: its key and event date, the answer, and for a classifier the
     probability of each class (``probability`` is P(class 1) of a binary one)."""
+    import numpy as np
+    import pandas as pd
+
     from mlops_assets.training.train import inputs
 
     x = inputs(frame, spec)

@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from mlops_assets.quality import Violation, audit_stream
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import VersionedStore
@@ -64,6 +62,8 @@ def _slug(text: str) -> str:
 def main_keys(store: VersionedStore, spec: ModelSpec, ref: str) -> set[str]:
     """Keys of every batch already on ``ref`` (only the key column is read); files that do not
     parse contribute nothing."""
+    import pandas as pd
+
     keys: set[str] = set()
     key = spec.dataset.key
     for path in store.list(ref, spec.dataset.prefix):
@@ -87,6 +87,7 @@ def main_keys(store: VersionedStore, spec: ModelSpec, ref: str) -> set[str]:
 def parquet_to_csv(path: Path, batch_rows: int = 100_000) -> bytes:
     """A Parquet file as CSV bytes, converted ``batch_rows`` at a time (never the whole table
     as a frame). Dates are written as YYYY-MM-DD, as the dataset's date columns expect."""
+    import pandas as pd
     import pyarrow.parquet as pq
 
     out = io.BytesIO()

@@ -11,11 +11,13 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.specs import DatasetSpec
 from mlops_assets.store import VersionedStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The check (asset check name) each rule belongs to.
 RULE_CHECK = {
@@ -72,6 +74,8 @@ def type_columns(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dic
     """The spec's columns of a text frame (``dtype=str``), converted to their dtypes (in spec
     order, whatever the file's order), and per column the mask of cells that did not convert
     (they become missing, so one bad cell never hides the others)."""
+    import pandas as pd
+
     out = pd.DataFrame(index=df.index)
     bad_cells: dict[str, pd.Series] = {}
     for col, cs in spec.columns.items():
@@ -127,6 +131,8 @@ def parse_batch(
     Values that cannot be converted to the column's dtype become missing and are reported,
     so one bad cell never hides the others.
     """
+    import pandas as pd
+
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -189,6 +195,8 @@ def audit_frame(
     check_row_count: bool = False,
 ) -> list[Violation]:
     """Nulls, ranges, allowed values, duplicate keys (within and against ``existing_keys``)."""
+    import pandas as pd
+
     violations: list[Violation] = []
     files = df[SOURCE_COLUMN] if SOURCE_COLUMN in df else pd.Series("(frame)", index=df.index)
 
@@ -284,6 +292,8 @@ def load_dataset(
 ) -> tuple[pd.DataFrame, list[Violation]]:
     """Parse every batch file and audit the concatenation; files that cannot be parsed at all
     are left out and reported."""
+    import pandas as pd
+
     frames, violations = [], []
     for name in sorted(files):
         df, problems = parse_batch(name, files[name], spec)
@@ -390,6 +400,8 @@ def audit_stream(
     ``seen_keys`` (shared across the files of one ingest) collects the batch's keys, so a key
     repeated in another chunk or file is a duplicate too. ``progress(rows)`` is called after
     each chunk."""
+    import pandas as pd
+
     first = _first_problem(file, raw)
     if first is not None:
         return 0, [first]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import dagster as dg
-import pandas as pd
 
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import Commit, VersionedStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # The parts of a spec that describe the model, not the data: editing them leaves the data and
 # feature assets' code versions alone.

@@ -15,11 +15,13 @@ metric result each test names, never parsed out of metric names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import VersionedStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PREDICTION = "prediction"
 # A multiclass model's answer is a class (``prediction``, categorical) and P(class) for each
@@ -112,6 +114,8 @@ def is_drifted(method: str, score: float, threshold: float) -> bool:
 
 def prepare(frame: pd.DataFrame, spec: ModelSpec, what: str) -> pd.DataFrame:
     """The spec's features (and the prediction, if present) with training dtypes."""
+    import pandas as pd
+
     missing = [c for c in spec.features if c not in frame.columns]
     if missing:
         raise DriftInputError(

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
-from numpy.typing import ArrayLike
+from typing import TYPE_CHECKING, TypeAlias
 
 from mlops_assets.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from numpy.typing import ArrayLike
 
 
 class PerformanceInputError(ValueError):
@@ -81,6 +83,8 @@ class LivePerformance:
 def _class_name(value: object) -> str:
     """A class label as the server names it (``str`` of the model's class): ``1.0`` from a
     JSON number is class ``1``."""
+    import numpy as np
+
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, np.generic):
@@ -88,7 +92,7 @@ def _class_name(value: object) -> str:
     return str(value)
 
 
-Multiclass = tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]
+Multiclass: TypeAlias = "tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]"
 
 
 def multiclass_arrays(
@@ -104,6 +108,8 @@ def multiclass_arrays(
     classes are its keys) or a matrix whose columns are ``classes``. A label that is not one of
     the model's classes is an error naming it: the model never saw it, so no score is honest.
     """
+    import numpy as np
+
     y = np.asarray(
         [_class_name(v) for v in np.asarray(y_true, dtype=object).tolist()], dtype=object
     )
@@ -171,6 +177,7 @@ def live_score(
     """The gate's metric (``spec.evaluation.metric``) on what was served and what came true.
     A multiclass model's ``probability`` is one ``{class: P}`` object per row, or a matrix
     whose columns are ``classes``."""
+    import numpy as np
     from sklearn import metrics as skm
 
     metric = spec.evaluation.metric
@@ -216,6 +223,8 @@ def bootstrap_se(
     classes: list | None = None,
 ) -> float:
     """Standard error of the live score from ``resamples`` bootstrap resamples of the window."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     if spec.task == "multiclass":
         y, pred, matrix, names = multiclass_arrays(spec, y_true, prediction, probability, classes)

@@ -13,14 +13,16 @@ Plain library code: no Dagster import.
 from __future__ import annotations
 
 from collections.abc import Iterator
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.monitoring.drift import PREDICTION, PROBABILITY
 from mlops_assets.monitoring.labels import read_labels
 from mlops_assets.monitoring.upkeep import logged_rows
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound, VersionedStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def served_rows(
@@ -43,6 +45,8 @@ def current_window(store: VersionedStore, spec: ModelSpec, version: str, rows: i
     """The newest ``rows`` rows the serving version answered: inputs, its answer (probability
     for a classifier; the class, with ``probability_<class>`` columns, for a multiclass model)
     as ``prediction``, and the time, oldest first."""
+    import pandas as pd
+
     out: list[dict] = []
     for r in served_rows(store, spec, version):
         value = r.get("probability", r.get("prediction"))
@@ -61,6 +65,8 @@ def labelled_window(
     store: VersionedStore, spec: ModelSpec, version: str, rows: int
 ) -> pd.DataFrame:
     """The newest ``rows`` served rows of ``version`` whose label has arrived, with it."""
+    import pandas as pd
+
     try:
         ref = store.get_commit("main").id
     except NotFound:

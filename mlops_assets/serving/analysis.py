@@ -23,12 +23,15 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from mlops_assets.serving.client import ServingClient, ServingError
 from mlops_assets.serving.state import LATENCY_BUCKETS, Deployment
+
+# httpx (and the client, which uses it) is imported where a request is made: the code location
+# imports this module, and must load fast.
+if TYPE_CHECKING:
+    from mlops_assets.serving.client import ServingClient
 
 # The routes that answer predictions (metric labels are route templates).
 PREDICT_ROUTES = "/predict|/v2/models/.+/infer"
@@ -119,6 +122,8 @@ class ReplicaStats:
     timeout: float = 10.0
 
     def clients(self) -> list[ServingClient]:
+        from mlops_assets.serving.client import ServingClient
+
         urls = replica_urls(self.entries)
         if not urls:
             raise AnalysisError(
@@ -132,6 +137,8 @@ class ReplicaStats:
 
     def reset(self, model: str) -> None:
         """Empty every reachable replica's window (one that is down starts empty anyway)."""
+        from mlops_assets.serving.client import ServingError
+
         for c in self.clients():
             with contextlib.suppress(ServingError):
                 c.reset_stats(model)
@@ -139,6 +146,8 @@ class ReplicaStats:
     def stats(
         self, model: str, since: float, candidate: str | None = None, slow_ms: float | None = None
     ) -> dict[str, dict]:
+        from mlops_assets.serving.client import ServingError
+
         per_version: dict[str, list[dict]] = {}
         for c in self.clients():
             try:
@@ -158,6 +167,8 @@ class ReplicaStats:
 
     def lagging(self, model: str, wanted: Deployment) -> list[str]:
         """Replicas not (yet) serving ``wanted``, each with what it serves or why unknown."""
+        from mlops_assets.serving.client import ServingError
+
         out = []
         for c in self.clients():
             try:
@@ -192,6 +203,8 @@ class PrometheusStats:
         Evaluated at Prometheus's own present unless ``at`` is given: the windows are durations
         measured here, so a clock that differs between this job and Prometheus changes nothing.
         """
+        import httpx
+
         params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
         try:
             r = httpx.get(

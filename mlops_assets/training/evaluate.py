@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.specs import EvaluationSpec, ModelSpec
 from mlops_assets.training import gate, onnx_export
@@ -24,6 +23,9 @@ from mlops_assets.training.tracking import (
     append_to_model_file,
 )
 from mlops_assets.training.train import score
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from mlops_assets.specs import ModelSpec
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from sklearn.pipeline import Pipeline
 
     from mlops_assets.training.tracking import Tracking
@@ -170,6 +169,7 @@ def _tree_arrays(trees: list[tuple[str, object]]) -> dict:
     P(class 1) of a binary classifier or the regression value), each ``("hist", nodes)`` a
     histogram-gradient-boosting predictor's node array. Splits are ``x <= threshold`` (true =
     scikit-learn's left child), in float64."""
+    import numpy as np
     from onnx import numpy_helper
 
     cols: dict[str, list] = {
@@ -252,6 +252,7 @@ def _tree_nodes(estimator) -> tuple[list, int, str] | None:
     """The estimator as TreeEnsemble inputs: (trees, aggregate function, what comes before or
     after the node); None for an estimator that is not a forest or a booster (skl2onnx converts
     it); ConversionError for a forest or booster this emitter does not handle."""
+    import numpy as np
     from sklearn.ensemble import (
         HistGradientBoostingClassifier,
         HistGradientBoostingRegressor,
@@ -434,6 +435,9 @@ class OnnxPredictor:
         )
 
     def _feed(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        import numpy as np
+        import pandas as pd
+
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise ValueError(f"input lacks feature columns {missing}")
@@ -448,32 +452,39 @@ class OnnxPredictor:
             else:
                 values = frame[c].to_numpy(dtype=object)
                 x = np.array(
-                    [self.fill[c] if _missing(v) else str(v) for v in values], dtype=object
+                    [self.fill[c] if _missing(v, pd.NA) else str(v) for v in values], dtype=object
                 )
                 feed[c] = x.reshape(-1, 1)
         return feed
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
         """P(class 1) for a classifier, the value for a regressor, float64, one per row."""
+        import numpy as np
+
         out = self.session.run([self.output], self._feed(frame))[0]
         out = np.asarray(out, dtype=np.float64)
         return out[:, self.column] if out.ndim == 2 else out
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
         if self.task != "classification":
             raise AttributeError("a regressor has no predict_proba")
         p = self.scores(frame)
         return np.column_stack([1.0 - p, p])
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        import numpy as np
+
         if self.task != "classification":
             return self.scores(frame)
         threshold = 0.5 if self.threshold is None else self.threshold
         return (self.scores(frame) >= threshold).astype(np.int64)
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+def _missing(v, na: object) -> bool:
+    """None, NaN or pandas' NA (``na``: the caller has pandas, this is called once a cell)."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is na
 
 
 # ---- parity ----------------------------------------------------------------------------
@@ -513,6 +524,8 @@ class Parity:
 def check_parity(model, predictor: OnnxPredictor, x: pd.DataFrame, spec: ModelSpec) -> Parity:
     """Run both on every row of ``x``: labels identical (classifiers, at the model's own
     threshold) and P(class 1) or values within tolerance. Never raises for a mismatch."""
+    import numpy as np
+
     from mlops_assets.training.train import decision_threshold
 
     rows = len(x)

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training import gate
 from mlops_assets.training.evaluate import registered_scores
 from mlops_assets.training.tracking import PRODUCTION, Tracking
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _v(version: str | None) -> str:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.featurize import REVISION as FEATURES_REVISION
 from mlops_assets.featurize import SPLIT
@@ -20,6 +19,9 @@ from mlops_assets.training.tracking import (
     model_bytes,
 )
 from mlops_assets.training.train import Trained, fit, inputs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # A readable revision; the code version also carries a digest of the source that decides the
 # model (feature building, pipeline, fit), so an edit there changes the run hash even if

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
-import numpy as np
-import pandas as pd
-
 from mlops_assets.specs import ModelSpec
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
     from mlops_assets.settings import Settings
 
 PRODUCTION = "production"

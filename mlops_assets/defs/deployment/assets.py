@@ -12,7 +12,6 @@ to the model's audit trail (``mlops history NAME``)."""
 from dataclasses import fields
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.conditions import LOOP
@@ -29,7 +28,6 @@ from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.defs.resources.tracking import MlflowResource
 from mlops_assets.defs.runs import latest_metadata, run_or_latest_metadata
 from mlops_assets.featurize import SPLIT
-from mlops_assets.serving.client import Replay
 from mlops_assets.serving.rollout import Policy, RegistryControl, Result, rollout
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.history import (
@@ -276,7 +274,7 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     def deployment(
         context: dg.AssetExecutionContext,
         config: DeployConfig,
-        features: pd.DataFrame,
+        features,  # a pandas DataFrame; annotated, it would make loading the defs import pandas
         serving: ServingResource,
         mlflow: MlflowResource,
         data_store: DataStoreResource,
@@ -291,6 +289,7 @@ def build_deployment_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         policy = _policy(config, serving)
         holdout = records(features[features[SPLIT] == "holdout"], spec)
         replay = serving.replay_holdout if config.replay_holdout is None else config.replay_holdout
+        from mlops_assets.serving.client import Replay  # httpx: imported only when deploying
 
         def traffic(version):
             return Replay(client, spec.name, holdout, threads=4, version=version)

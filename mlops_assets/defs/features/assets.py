@@ -3,7 +3,6 @@
 import json
 
 import dagster as dg
-import pandas as pd
 
 from mlops_assets.defs.conditions import LOOP
 from mlops_assets.defs.keys import dataset_key, features_key
@@ -24,7 +23,9 @@ def build_feature_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         description=f"Features, train/holdout split and reference profile for '{spec.name}'.",
     )
     def features(
-        context: dg.AssetExecutionContext, dataset: pd.DataFrame, files: LocalFilesResource
+        context: dg.AssetExecutionContext,
+        dataset,  # a pandas DataFrame; annotated, it would make loading the defs import pandas
+        files: LocalFilesResource,
     ) -> dg.Output:
         table = build_features(dataset, spec)
         profile = reference_profile(table, spec)

@@ -13,7 +13,6 @@ from mlops_assets.monitoring.drift import DriftInputError, compute_drift, judge,
 from mlops_assets.monitoring.labels import labels_repository
 from mlops_assets.monitoring.performance import PerformanceInputError, assess_window
 from mlops_assets.monitoring.windows import current_window, labelled_window
-from mlops_assets.serving.client import ServingError
 from mlops_assets.serving.predlog import predictions_repository
 from mlops_assets.specs import ModelSpec
 from mlops_assets.training.tracking import PRODUCTION
@@ -56,6 +55,8 @@ def serving_version(tracking, spec: ModelSpec, what: str):
 def push_figures(context, serving: ServingResource, spec: ModelSpec, model_version, **figures):
     """Hand the figures to the inference server, which exports them as gauges for alerting
     (drift share, live score change, model age). Best effort: monitoring never fails on it."""
+    from mlops_assets.serving.client import ServingError
+
     created = getattr(model_version, "creation_timestamp", None)
     if created:
         figures["model_created"] = created / 1000.0

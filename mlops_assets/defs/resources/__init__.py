@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.resources.serving import build_serving_resource
 from mlops_assets.defs.resources.tracking import build_mlflow_resource
 from mlops_assets.settings import Settings
 from mlops_assets.store import VersionedStore, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class DataStoreResource(dg.ConfigurableResource):
@@ -60,6 +63,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        import pandas as pd
+
         path = self._path(context.asset_key)
         if not path.exists():
             raise FileNotFoundError(

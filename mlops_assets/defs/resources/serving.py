@@ -1,15 +1,19 @@
 """The inference server for the Dagster layer: its URL and admin token, and where a rollout
 reads every replica's figures (their URLs, or Prometheus)."""
 
+from __future__ import annotations
+
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
 from mlops_assets.serving.analysis import PrometheusStats, ReplicaStats
-from mlops_assets.serving.client import ServingClient, ServingError
 from mlops_assets.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops_assets.serving.client import ServingClient
 
 
 class ServingResource(dg.ConfigurableResource):
@@ -29,7 +33,9 @@ class ServingResource(dg.ConfigurableResource):
     )
 
     replicas: list[str] = Field(
-        default_factory=list,
+        # A plain default (pydantic copies it): with `default_factory=list`, pydantic reads
+        # list's signature, and inspect compiles tokenize's regexes for it (~80 ms of loading).
+        default=[],
         description=(
             "every replica's URL, or dns+http://<headless-service>:<port> (MLOPS_SERVING_"
             "REPLICAS); empty: `url` is the only replica"
@@ -53,6 +59,8 @@ class ServingResource(dg.ConfigurableResource):
         return ReplicaStats(list(self.replicas) or [self.url], self.client().token)
 
     def client(self) -> ServingClient:
+        from mlops_assets.serving.client import ServingClient, ServingError
+
         token = self.token
         if not token and self.token_file:
             path = Path(self.token_file)

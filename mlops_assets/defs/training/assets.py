@@ -4,7 +4,6 @@ replace the champion."""
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_origin
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field, ValidationError, create_model
 
 from mlops_assets.defs.conditions import LOOP, freshness_policy
@@ -243,7 +242,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     def trained_model(
         context: dg.AssetExecutionContext,
         config: TrainConfig,
-        features: pd.DataFrame,
+        features,  # a pandas DataFrame; annotated, it would make loading the defs import pandas
         mlflow: MlflowResource,
     ) -> dg.Output:
         refuse_a_loosened_gate(context, spec)
@@ -325,7 +324,7 @@ def build_training_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext,
         config: SpecGateConfig,
         trained_model: dict,
-        features: pd.DataFrame,
+        features,  # a pandas DataFrame; annotated, it would make loading the defs import pandas
         mlflow: MlflowResource,
         data_store: DataStoreResource,
     ):
