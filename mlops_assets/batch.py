@@ -54,11 +54,11 @@ def rows_to_score(
 
 def score(model, frame: pd.DataFrame, spec: ModelSpec, version: str) -> pd.DataFrame:
     """One row per input row: its key and event date, the answer, and for a classifier the
-    probability of each class (``probability`` is P(class 1) of a binary one)."""
+    probability of each class (``probability`` is P(positive) of a binary one)."""
     import numpy as np
     import pandas as pd
 
-    from mlops_assets.training.train import inputs
+    from mlops_assets.training.train import inputs, positive_probability
 
     x = inputs(frame, spec)
     out = pd.DataFrame(
@@ -72,7 +72,7 @@ def score(model, frame: pd.DataFrame, spec: ModelSpec, version: str) -> pd.DataF
     else:
         out["prediction"] = np.asarray(model.predict(x))
         if spec.task == "classification":
-            out["probability"] = np.asarray(model.predict_proba(x))[:, 1]
+            out["probability"] = positive_probability(model, x)
         elif spec.task == "multiclass":
             proba = np.asarray(model.predict_proba(x))
             classes = list(getattr(model, "classes_", range(proba.shape[1])))

@@ -8,11 +8,12 @@ the holdout of one model version is comparable with the next one's.
 from __future__ import annotations
 
 import hashlib
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mlops_assets.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLIT = "split"
 # Bump when the feature logic changes: it is part of the features' and the training code version.
@@ -34,6 +35,8 @@ def is_holdout(keys: pd.Series, spec: ModelSpec) -> pd.Series:
 
 def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     """Key, timestamp, feature columns (typed), target and a ``split`` column, sorted by key."""
+    import numpy as np
+
     ds = spec.dataset
     cols = [ds.key, ds.timestamp, *spec.features, spec.target]
     missing = [c for c in cols if c not in dataset.columns]
@@ -47,16 +50,15 @@ def build_features(dataset: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         out[col] = out[col].astype("float64")
     for col in spec.categorical_features:
         out[col] = out[col].astype("string")
-    if spec.task == "classification":
-        out[spec.target] = out[spec.target].astype("int64")
-    elif spec.task == "multiclass":
-        # class labels as the spec types them: integers, or text (object, as JSON gives them)
-        if ds.columns[spec.target].dtype == "int":
-            out[spec.target] = out[spec.target].astype("int64")
-        else:
-            out[spec.target] = out[spec.target].astype(str).astype(object)
-    else:
+    if spec.task == "regression":
         out[spec.target] = out[spec.target].astype("float64")
+    elif ds.columns[spec.target].dtype == "int" or (
+        spec.task == "classification" and spec.positive_class is None  # a 0/1 target
+    ):
+        out[spec.target] = out[spec.target].astype("int64")
+    else:
+        # class labels as the spec types them: integers, or text (object, as JSON gives them)
+        out[spec.target] = out[spec.target].astype(str).astype(object)
     out = out.sort_values(ds.key, kind="mergesort").reset_index(drop=True)
     holdout = is_holdout(out[ds.key], spec)
     out[SPLIT] = np.where(holdout, "holdout", "train")

@@ -11,24 +11,7 @@ import pytest
 
 from mlops_assets_tests.processes import REPO
 
-# featurize.py and training/train.py still import numpy and pandas (which imports pyarrow) at
-# module level, and the definitions need featurize.REVISION. Their source is part of the
-# trained_model code version (training/run.py MODEL_SOURCES), so moving those imports changes
-# every trained_model's code version: it is left to the next change of those files, which
-# must then drop these marks (strict: the test fails as soon as the import is gone).
-MODEL_SOURCE_IMPORTS = pytest.mark.xfail(
-    strict=True, reason="imported at module level by featurize.py and training/train.py"
-)
-HEAVY = [
-    pytest.param("pandas", marks=MODEL_SOURCE_IMPORTS),
-    pytest.param("numpy", marks=MODEL_SOURCE_IMPORTS),
-    pytest.param("pyarrow", marks=MODEL_SOURCE_IMPORTS),
-    "httpx",
-    "mlflow",
-    "evidently",
-    "sklearn",
-    "skops",
-]
+HEAVY = ["pandas", "numpy", "pyarrow", "httpx", "mlflow", "evidently", "sklearn", "skops"]
 
 LOAD = """
 import json, sys

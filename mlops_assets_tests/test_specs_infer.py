@@ -65,7 +65,7 @@ def test_dtypes_nullability_ranges_categories_key_and_timestamp_are_inferred():
     ("target", "values", "task", "metric"),
     [
         ("y", lambda r, n: r.choice(["a", "b", "c"], n), "multiclass", "roc_auc_ovr"),
-        ("y", lambda r, n: r.choice(["yes", "no"], n), "multiclass", "f1_macro"),
+        ("y", lambda r, n: r.choice(["yes", "no"], n), "classification", "roc_auc"),
         ("y", lambda r, n: r.normal(100, 20, n).round(3), "regression", "r2"),
         ("y", lambda r, n: r.integers(0, 500, n), "regression", "r2"),
     ],
@@ -150,3 +150,45 @@ def test_a_sample_is_read_as_ingestion_reads_it_and_verified(tmp_path):
     got = infer_spec("orders", sample, "returned", "orders.csv", more_rows=more)
     assert any("first 200 rows only" in c for c in got.checks)
     verify(got, sample, "orders.csv")  # the sample passes the rules inferred from it
+
+
+@pytest.mark.parametrize(
+    ("labels", "shares", "positive", "why"),
+    [
+        (["M", "B"], [0.3, 0.7], "M", "the minority class, 3"),  # ~30% of the sample
+        (["yes", "no"], [0.8, 0.2], "yes", "'yes' against 'no'"),  # by name, though the majority
+        (["True", "False"], [0.5, 0.5], "True", "'True' against 'False'"),
+        ([1, 2], [0.6, 0.4], 2, "the minority class"),
+        (["up", "down"], [0.5, 0.5], "up", "the classes are even: the second in sorted order"),
+    ],
+)
+def test_a_binary_target_with_labels_gets_a_positive_class(labels, shares, positive, why):
+    df = frame(rows=300)
+    rng = np.random.default_rng(2)
+    if shares == [0.5, 0.5]:  # exactly even
+        df["returned"] = [labels[i % 2] for i in range(len(df))]
+    else:
+        df["returned"] = rng.choice(labels, len(df), p=shares)
+    got = infer(df)
+    spec = got.spec
+    assert spec["task"] == "classification" and spec["evaluation"]["metric"] == "roc_auc"
+    assert spec["positive_class"] == positive
+    column = spec["dataset"]["columns"]["returned"]
+    assert column["allowed"] == sorted(labels, key=str)
+    assert column["dtype"] == ("int" if isinstance(positive, int) else "category")
+    other = next(c for c in labels if c != positive)
+    check = next(c for c in got.checks if c.startswith("Target 'returned' has the labels"))
+    assert f"positive class {positive!r} ({why}" in check
+    assert f"set positive_class: {other!r}" in check
+    text = df.copy()
+    for c in text.columns:
+        text[c] = [None if pd.isna(v) else str(v) for v in text[c]]
+    verify(got, text, "orders.csv")  # a valid spec, and the sample passes it
+
+
+def test_a_binary_target_under_task_multiclass_stays_multiclass():
+    df = frame()
+    df["returned"] = np.random.default_rng(3).choice(["yes", "no"], len(df))
+    spec = infer(df, task="multiclass").spec
+    assert spec["task"] == "multiclass" and "positive_class" not in spec
+    assert spec["evaluation"]["metric"] == "f1_macro"

@@ -23,6 +23,7 @@ MODEL_SECTIONS = {
     "preprocessing",
     "evaluation",
     "threshold",
+    "positive_class",
     "freshness",
 }
 

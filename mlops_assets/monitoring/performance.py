@@ -175,17 +175,48 @@ def live_score(
     classes: list | None = None,
 ) -> float:
     """The gate's metric (``spec.evaluation.metric``) on what was served and what came true.
-    A multiclass model's ``probability`` is one ``{class: P}`` object per row, or a matrix
-    whose columns are ``classes``."""
-    import numpy as np
-    from sklearn import metrics as skm
-
-    metric = spec.evaluation.metric
+    A binary classifier's ``probability`` is P(positive); a multiclass model's is one
+    ``{class: P}`` object per row, or a matrix whose columns are ``classes``."""
     if spec.task == "multiclass":
         arrays = multiclass_arrays(spec, y_true, prediction, probability, classes)
-        return multiclass_score(metric, *arrays)
-    y = np.asarray(y_true, dtype="float64")
-    pred = np.asarray(prediction, dtype="float64")
+        return multiclass_score(spec.evaluation.metric, *arrays)
+    y, pred = _numeric_arrays(spec, y_true, prediction)
+    return _score(spec.evaluation.metric, y, pred, probability)
+
+
+def _is_positive(spec: ModelSpec, values: ArrayLike, what: str) -> np.ndarray:
+    """1.0 where a binary classifier's label (or answer) is its positive class, 0.0 where it is
+    the other, NaN where it is missing; any other label is an error naming it."""
+    import numpy as np
+
+    positive, negative = _class_name(spec.positive_label), _class_name(spec.negative_label)
+    out = np.empty(len(values), dtype="float64")  # type: ignore[arg-type]
+    for i, v in enumerate(np.asarray(values, dtype=object).tolist()):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out[i] = np.nan
+            continue
+        name = _class_name(v)
+        if name not in (positive, negative):
+            raise PerformanceInputError(
+                f"model {spec.name!r}: {what} {v!r} for target {spec.target!r} (row {i} of the "
+                f"labelled window) is neither the positive class {positive!r} nor the other "
+                f"class {negative!r}: fix the labels the labelling system delivers"
+            )
+        out[i] = 1.0 if name == positive else 0.0
+    return out
+
+
+def _numeric_arrays(
+    spec: ModelSpec, y_true: ArrayLike, prediction: ArrayLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and answers as numbers: a regressor's values, or a binary classifier's classes
+    as 1 (positive) and 0, whatever its labels are (0/1, yes/no, malignant/benign)."""
+    import numpy as np
+
+    if spec.task == "classification":
+        y, pred = _is_positive(spec, y_true, "label"), _is_positive(spec, prediction, "answer")
+    else:
+        y, pred = np.asarray(y_true, dtype="float64"), np.asarray(prediction, dtype="float64")
     if len(y) == 0:
         raise PerformanceInputError("no labelled predictions to score")
     if np.isnan(y).any() or np.isnan(pred).any():
@@ -193,12 +224,21 @@ def live_score(
             f"{int(np.isnan(y).sum())} label(s) and {int(np.isnan(pred).sum())} prediction(s) "
             "are missing: the labels or the log are malformed"
         )
+    return y, pred
+
+
+def _score(metric: str, y: np.ndarray, pred: np.ndarray, probability: ArrayLike | None) -> float:
+    """``metric`` on numeric labels and answers (a classifier's: 1 is the positive class)."""
+    import numpy as np
+    from sklearn import metrics as skm
+
     if metric == "roc_auc":
         if probability is None:
             raise PerformanceInputError("roc_auc needs probabilities; the log has none")
         if len(np.unique(y)) < 2:
             raise PerformanceInputError(
-                f"roc_auc needs both classes among the labels; all {len(y)} are {y[0]:g}"
+                f"roc_auc needs both classes among the labels; all {len(y)} are "
+                f"{'the positive class' if y[0] else 'the other class'}"
             )
         return float(skm.roc_auc_score(y, np.asarray(probability, dtype="float64")))
     scorers = {
@@ -237,13 +277,14 @@ def bootstrap_se(
             except PerformanceInputError:  # a resample that lacks a class: skip it
                 continue
         return float(np.std(found, ddof=1)) if len(found) > 1 else 0.0
-    y, pred = np.asarray(y_true, dtype="float64"), np.asarray(prediction, dtype="float64")
+    y, pred = _numeric_arrays(spec, y_true, prediction)
     prob = None if probability is None else np.asarray(probability, dtype="float64")
     scores = []
     for _ in range(resamples):
         i = rng.integers(0, len(y), len(y))
         try:
-            scores.append(live_score(spec, y[i], pred[i], None if prob is None else prob[i]))
+            p = None if prob is None else prob[i]
+            scores.append(_score(spec.evaluation.metric, y[i], pred[i], p))
         except PerformanceInputError:  # a resample with one class: skip it
             continue
     return float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0

@@ -48,7 +48,7 @@ from mlops_assets.serving.reconcile import Desired, reconciled
 from mlops_assets.serving.schema import InputError, InputSchema
 from mlops_assets.serving.state import Deployment, Window
 from mlops_assets.specs import ModelSpec
-from mlops_assets.training.train import decision_threshold
+from mlops_assets.training.train import decision_threshold, positive_class, positive_column
 
 log = logging.getLogger("mlops.serving")
 
@@ -132,6 +132,12 @@ class Batcher:
         self.classes: np.ndarray | None = None
         if served.spec.task == "multiclass":
             self.classes = np.asarray(pipeline.classes_)
+        # A binary one answers its positive class or the other (0/1 for a model without
+        # classes_), and P(positive): the predict_proba column of its positive class.
+        self.binary, self.positive = np.asarray([0, 1]), 1
+        if served.spec.task == "classification":
+            self.binary = np.asarray(getattr(pipeline, "classes_", [0, 1]))
+            self.positive = positive_column(pipeline)
         self.pending: list[tuple[dict, int, asyncio.Future]] = []
         self.scheduled = False
         self.retried = 0  # batches that failed and were answered request by request
@@ -156,8 +162,9 @@ class Batcher:
             proba = np.asarray(self.pipeline.predict_proba(frame), dtype="float64")
             return self.classes[proba.argmax(axis=1)], proba
         if served.spec.task == "classification":
-            proba = self.pipeline.predict_proba(frame)[:, 1]
-            return (proba >= self.threshold).astype("int64"), proba
+            proba = np.asarray(self.pipeline.predict_proba(frame))[:, self.positive]
+            answer = np.where(proba >= self.threshold, self.positive, 1 - self.positive)
+            return self.binary[answer], proba
         return self.pipeline.predict(frame), None
 
     def _run(self) -> None:
@@ -590,6 +597,10 @@ class InferenceServer:
                     parameters["decision_thresholds"] = {
                         v: decision_threshold(served.pipelines[v]) for v in loaded
                     }
+                    # predict_proba is P(this class); predict answers it at the threshold
+                    parameters["positive_classes"] = {
+                        v: positive_class(served.pipelines[v]) for v in loaded
+                    }
                 meta["parameters"] = parameters
                 return "/v2/models/{name}", 200, json.dumps(meta).encode(), name, ""
             if method == "GET" and rest == ["ready"]:
@@ -616,7 +627,11 @@ class InferenceServer:
                 tensors = [
                     {
                         "name": "predict",
-                        "datatype": "INT64" if served.spec.task == "classification" else "FP64",
+                        "datatype": (
+                            _label_datatype(outputs["prediction"])
+                            if served.spec.task == "classification"
+                            else "FP64"
+                        ),
                         "shape": [n],
                         "data": outputs["prediction"],
                     }

@@ -29,6 +29,8 @@ KEY_HINT = re.compile(r"(^|_|\b)(id|key|uuid)$", re.IGNORECASE)
 TIME_HINT = re.compile(r"date|time|day|timestamp", re.IGNORECASE)
 DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 DTYPES = ("int", "float", "string", "category", "date")
+# a binary target whose labels say which one is the event: the first word of a pair is positive
+POSITIVE_WORDS = {"yes": "no", "y": "n", "true": "false", "t": "f", "positive": "negative"}
 
 
 class InferError(ValueError):
@@ -233,8 +235,8 @@ def _task(target: str, cs: dict, cells: pd.Series) -> tuple[str, list]:
     distinct = sorted(values.unique().tolist(), key=str)
     if cs["dtype"] == "float":
         return "regression", distinct
-    if cs["dtype"] == "int" and set(distinct) <= {"0", "1"} and len(distinct) == 2:
-        return "classification", distinct
+    if cs["dtype"] in ("int", "category") and len(distinct) == 2:
+        return "classification", distinct  # 0/1, or two labels (yes/no, M/B, 1/2)
     if cs["dtype"] == "int" and len(distinct) > 20:
         return "regression", distinct
     if cs["dtype"] in ("int", "category") and len(distinct) >= 2:
@@ -300,12 +302,24 @@ def infer_spec(
             f"{file}: target {target!r} has one class in the sample ({classes}): a classifier "
             "needs at least two; sample more rows (--sample) or ingest data with every outcome"
         )
-    if task == "classification" and set(classes) != {"0", "1"}:
+    if task == "classification" and len(classes) != 2:
         raise InferError(
-            f"{file}: task classification needs a 0/1 target, {target!r} holds {classes[:5]}: "
-            "use --task multiclass, or map the outcomes to 0 and 1"
+            f"{file}: task classification needs a target with two classes, {target!r} holds "
+            f"{len(classes)} ({classes[:5]}): use --task multiclass"
         )
-    if task == "multiclass":
+    positive: str | int | None = None
+    if task == "classification" and set(classes) != {"0", "1"}:  # 0/1: 1 is positive
+        found, why = _positive_class(sample[target], classes)
+        as_int = columns[target]["dtype"] == "int"
+        labels = [int(c) if as_int else c for c in classes]
+        positive = int(found) if as_int else found
+        other = next(c for c in labels if c != positive)
+        checks.append(
+            f"Target {target!r} has the labels {labels}; positive class {positive!r} ({why}): "
+            f"the model answers P({positive!r}), and f1 and the decision threshold count it. "
+            f"If {other!r} is the event you predict, set positive_class: {other!r}"
+        )
+    if task in ("classification", "multiclass"):
         columns[target].pop("min", None)
         columns[target].pop("max", None)
         if columns[target]["dtype"] == "int":
@@ -318,8 +332,11 @@ def infer_spec(
                 "the sample: a class missing from the holdout stops training; ingest more rows "
                 "of them"
             )
-    if task == "classification":
+    if task == "classification" and positive is None:
         columns[target] = {"dtype": "int", "allowed": [0, 1]}
+    elif task == "classification":  # the two labels, listed: positive_class names one
+        kind = "int" if columns[target]["dtype"] == "int" else "category"
+        columns[target] = {"dtype": kind, "allowed": columns[target].get("allowed", classes)}
 
     # key and timestamp
     key = key or _guess_key(sample, columns, {target})
@@ -394,12 +411,29 @@ def infer_spec(
             "columns": columns,
         },
         "target": target,
+        **({} if positive is None else {"positive_class": positive}),
         "features": features,
         "split": {"holdout_fraction": 0.2, "seed": 42},
         "model": {"estimator": "random_forest", "n_estimators": 200, "random_state": 0},
         "evaluation": {"metric": metric, "floor": floor, "tolerance": 0.03},
     }
     return Inferred(spec, checks, len(sample))
+
+
+def _positive_class(cells: pd.Series, classes: list[str]) -> tuple[str, str]:
+    """The positive one of a binary target's two labels, and why: the label that says so
+    (yes against no, true against false), else the minority class (the event a model is
+    usually asked to find: fraud, churn, a malignant tumour), else the second in sorted order."""
+    lower = {c.strip().lower(): c for c in classes}
+    for yes, no in POSITIVE_WORDS.items():
+        if set(lower) == {yes, no}:
+            return lower[yes], f"{lower[yes]!r} against {lower[no]!r}"
+    counts = cells.value_counts()
+    low, high = sorted(classes, key=lambda c: (int(counts.get(c, 0)), c))
+    if counts.get(low, 0) == counts.get(high, 0):
+        return high, "the classes are even: the second in sorted order"
+    share = int(counts[low]) / int(counts.sum())
+    return low, f"the minority class, {share:.0%} of the sample"
 
 
 def _snake(text: str) -> str:

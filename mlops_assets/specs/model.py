@@ -40,6 +40,18 @@ class ColumnSpec(_Strict):
         default=None, description="the only values allowed (categories, or 0/1 labels)"
     )
 
+    @field_validator("allowed", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, value):
+        # YAML reads an unquoted yes/no/true/false as a boolean, which would become 1/0 here
+        # and never match the text "yes" in the data.
+        if isinstance(value, (list, tuple)) and any(isinstance(v, bool) for v in value):
+            raise ValueError(
+                "holds a YAML boolean (an unquoted yes, no, true, false, on or off): quote the "
+                "values as they are written in the data, e.g. allowed: ['yes', 'no']"
+            )
+        return value
+
     @model_validator(mode="after")
     def _rules_fit_the_dtype(self) -> ColumnSpec:
         if (self.min is not None or self.max is not None) and self.dtype not in ("int", "float"):
@@ -210,7 +222,7 @@ ThresholdMetric = Literal["f1", "f2", "balanced_accuracy", "accuracy", "matthews
 
 
 class ThresholdSpec(_Strict):
-    """How a classifier turns P(class 1) into a label. Part of the model: it is chosen at
+    """How a classifier turns P(positive) into a label. Part of the model: it is chosen at
     training, stored in the model and its registered version, and used by the gate's label
     metrics, the inference server's labels and live performance.
 
@@ -219,7 +231,10 @@ class ThresholdSpec(_Strict):
     """
 
     fixed: float | None = Field(
-        default=None, gt=0, lt=1, description="answer class 1 when P(class 1) >= this value"
+        default=None,
+        gt=0,
+        lt=1,
+        description="answer the positive class when P(positive) >= this value",
     )
     maximize: ThresholdMetric | None = Field(
         default=None,
@@ -300,12 +315,22 @@ class ModelSpec(_Strict):
     description: str
     task: Literal["classification", "multiclass", "regression"] = Field(
         description=(
-            "classification (two classes, 0/1), multiclass (more than two classes: the model "
-            "answers the class and P(class) for each) or regression"
+            "classification (two classes: 0/1, or two labels such as yes/no with "
+            "positive_class naming one), multiclass (more than two classes: the model answers "
+            "the class and P(class) for each) or regression"
         )
     )
     dataset: DatasetSpec
     target: str
+    positive_class: str | int | None = Field(
+        default=None,
+        description=(
+            "classification: the target value that counts as positive; the model answers "
+            "P(positive), and f1, roc_auc and the threshold are computed for it. Default 1, "
+            "for a 0/1 target; any other target lists its two labels in the column's allowed "
+            "values and names one here"
+        ),
+    )
     features: tuple[str, ...]
     split: SplitSpec = SplitSpec()
     simulator: str | None = Field(
@@ -319,7 +344,7 @@ class ModelSpec(_Strict):
     evaluation: EvaluationSpec
     threshold: ThresholdSpec = Field(
         default=ThresholdSpec(),
-        description="classification: how P(class 1) becomes a label (default: fixed at 0.5)",
+        description="classification: how P(positive) becomes a label (default: fixed at 0.5)",
     )
     freshness: FreshnessSpec = FreshnessSpec()
     serving: ServingSpec = ServingSpec()
@@ -344,6 +369,7 @@ class ModelSpec(_Strict):
                 f"threshold applies to classification only (two classes), not {self.task}: "
                 "remove it from the spec"
             )
+        self._check_positive_class()
         if self.task == "multiclass" and cols[self.target].dtype in ("float", "date"):
             raise ValueError(
                 f"target {self.target!r} of a multiclass model must be an int, string or "
@@ -353,6 +379,90 @@ class ModelSpec(_Strict):
         if not self.model.is_builtin or self.model.params:
             self._check_estimator()
         return self
+
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_class_is_not_a_yaml_boolean(cls, value):
+        if isinstance(value, bool):
+            raise ValueError(
+                f"got the YAML boolean {str(value).lower()} (an unquoted yes, no, true, false, "
+                "on or off): quote the label as it is written in the data, e.g. "
+                "positive_class: 'yes'"
+            )
+        return value
+
+    def _check_positive_class(self) -> None:
+        """A binary target's two labels and which one is positive: 1 of a 0/1 target unless
+        ``positive_class`` says otherwise; any other target lists its labels and names one."""
+        target = self.dataset.columns[self.target]
+        where = f"dataset.columns.{self.target}.allowed"
+        if self.task != "classification":
+            if self.positive_class is not None:
+                raise ValueError(
+                    f"positive_class applies to classification only (two classes), not "
+                    f"{self.task}: remove it from the spec"
+                )
+            return
+        if self.positive_class is not None and target.dtype in ("float", "date"):
+            raise ValueError(
+                f"positive_class {self.positive_class!r}: target {self.target!r} is a "
+                f"{target.dtype} column; labels belong in an int, string or category column"
+            )
+        labels = None if target.allowed is None else [str(v) for v in target.allowed]
+        if labels is not None and len(set(labels)) != 2:
+            raise ValueError(
+                f"{where}: a classification target has two classes, {self.target!r} allows "
+                f"{len(set(labels))} ({', '.join(labels)}): list its two labels, or set task: "
+                "multiclass"
+            )
+        if self.positive_class is None:
+            if labels is not None and set(labels) != {"0", "1"}:
+                raise ValueError(
+                    f"positive_class: target {self.target!r} has the labels {labels}, not 0/1: "
+                    "name the one that counts as positive (the event the model predicts), e.g. "
+                    f"positive_class: {labels[-1]!r}"
+                )
+            if labels is None and target.dtype != "int":
+                raise ValueError(
+                    f"positive_class: target {self.target!r} is a {target.dtype} column: list "
+                    f"its two labels ({where}: [...]) and name the positive one "
+                    "(positive_class: ...)"
+                )
+            return
+        if labels is None:
+            raise ValueError(
+                f"positive_class {self.positive_class!r}: list the target's two labels "
+                f"({where}: [...]) so the other one is known"
+            )
+        if str(self.positive_class) not in labels:
+            raise ValueError(
+                f"positive_class {self.positive_class!r} is not one of the labels of target "
+                f"{self.target!r}, {labels} ({where}): name one of them"
+            )
+        if target.dtype == "int" and not str(self.positive_class).lstrip("-").isdigit():
+            raise ValueError(
+                f"positive_class {self.positive_class!r}: target {self.target!r} is an int "
+                "column, so the positive class is one of its numbers"
+            )
+
+    @property
+    def positive_label(self) -> str | int:
+        """A classifier's positive class, typed as the target is (features.build_features):
+        an int for an int target, else text. 1 when the spec names none (a 0/1 target)."""
+        if self.positive_class is None:
+            return 1
+        if self.dataset.columns[self.target].dtype == "int":
+            return int(self.positive_class)
+        return str(self.positive_class)
+
+    @property
+    def negative_label(self) -> str | int:
+        """A classifier's other class: 0 of a 0/1 target, else the other allowed label."""
+        allowed = self.dataset.columns[self.target].allowed
+        if self.positive_class is None or allowed is None:
+            return 0 if self.positive_label == 1 else 1
+        (other,) = [v for v in allowed if str(v) != str(self.positive_class)]
+        return int(other) if self.dataset.columns[self.target].dtype == "int" else str(other)
 
     def _check_preprocessing(self) -> None:
         pre = self.preprocessing
@@ -433,7 +543,10 @@ class ModelSpec(_Strict):
         """A short digest of the spec (without the ``exclude`` sections): part of code versions.
         The serving section never counts: it changes how requests are checked, not what data
         or model is built, so changing it must not make every asset look out of date."""
-        text = self.model_dump_json(exclude={*(exclude or ()), "serving"})
+        # A spec that names no positive class digests as it did before the field existed, so
+        # adding it left every 0/1 model's code version (and what looks out of date) alone.
+        unset = {"positive_class"} if self.positive_class is None else set()
+        text = self.model_dump_json(exclude={*(exclude or ()), "serving", *unset})
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
     @property

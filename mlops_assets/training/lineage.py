@@ -232,6 +232,12 @@ def model_card(
     ]
     if threshold is not None:
         lines += ["", f"Decision threshold: {threshold:g} ({threshold_rule or 'fixed'})."]
+    if spec.task == "classification":
+        lines += [
+            "",
+            f"Positive class: `{spec.positive_label}`. The model answers P(positive); f1, "
+            "roc_auc and the decision threshold are computed for it.",
+        ]
     lines += [
         "",
         "## Drift reference",

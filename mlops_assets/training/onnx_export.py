@@ -377,6 +377,11 @@ def _convert(model, spec: ModelSpec) -> tuple[bytes, str]:
         "mlops.threshold": "" if threshold is None else repr(threshold),
         "mlops.converter": converter,
     }
+    if classify:  # the labels it answers, and which one P(positive) is of (None: the second)
+        from mlops_assets.training.train import classes
+
+        meta["mlops.classes"] = json.dumps(classes(inner))
+        meta["mlops.pos_label"] = json.dumps(getattr(model, "pos_label", None))
     onnx.helper.set_model_props(graph, meta)
     onnx.checker.check_model(graph)
     return graph.SerializeToString(), converter
@@ -425,6 +430,12 @@ class OnnxPredictor:
             ) from None
         # A classifier's label threshold, read by decision_threshold() like the skops model's.
         self.threshold: float | None = float(threshold) if threshold else None
+        # ... and its classes and positive one, read by positive_column() like the skops
+        # model's (a graph written before labels were recorded: 0/1, positive 1)
+        import numpy as np
+
+        self.classes_ = np.asarray(json.loads(meta.get("mlops.classes", "[0, 1]")))
+        self.pos_label = json.loads(meta.get("mlops.pos_label", "null"))
         options = ort.SessionOptions()
         # One thread: the server predicts on its event loop; small batches gain nothing from
         # a pool, and one thread sums the trees in order (the parity that was checked).
@@ -433,6 +444,14 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(
             data, sess_options=options, providers=["CPUExecutionProvider"]
         )
+        # skl2onnx names each graph input after its column with characters such as spaces
+        # replaced ('mean radius' -> 'mean_radius'), in the order of the features.
+        names = [i.name for i in self.session.get_inputs()]
+        if len(names) != len(self.features):
+            raise ConversionError(
+                f"{what}: {len(names)} graph inputs for {len(self.features)} features"
+            )
+        self.inputs = dict(zip(self.features, names, strict=True))
 
     def _feed(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
         import numpy as np
@@ -448,17 +467,18 @@ class OnnxPredictor:
                 x[np.isnan(x)] = self.fill[c]
                 if not np.isfinite(x).all():  # as scikit-learn's input check refuses them
                     raise ValueError(f"column {c!r} holds an infinite value")
-                feed[c] = x.reshape(-1, 1)
+                feed[self.inputs[c]] = x.reshape(-1, 1)
             else:
                 values = frame[c].to_numpy(dtype=object)
                 x = np.array(
                     [self.fill[c] if _missing(v, pd.NA) else str(v) for v in values], dtype=object
                 )
-                feed[c] = x.reshape(-1, 1)
+                feed[self.inputs[c]] = x.reshape(-1, 1)
         return feed
 
     def scores(self, frame: pd.DataFrame) -> np.ndarray:
-        """P(class 1) for a classifier, the value for a regressor, float64, one per row."""
+        """P(second class) for a classifier (P(class 1) of a 0/1 target), the value for a
+        regressor, float64, one per row."""
         import numpy as np
 
         out = self.session.run([self.output], self._feed(frame))[0]
@@ -474,12 +494,17 @@ class OnnxPredictor:
         return np.column_stack([1.0 - p, p])
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """The label: the positive class where P(positive) >= the threshold, else the other."""
         import numpy as np
+
+        from mlops_assets.training.train import positive_column
 
         if self.task != "classification":
             return self.scores(frame)
         threshold = 0.5 if self.threshold is None else self.threshold
-        return (self.scores(frame) >= threshold).astype(np.int64)
+        column = positive_column(self)
+        above = self.predict_proba(frame)[:, column] >= threshold
+        return self.classes_[np.where(above, column, 1 - column)]
 
 
 def _missing(v, na: object) -> bool:
@@ -526,7 +551,7 @@ def check_parity(model, predictor: OnnxPredictor, x: pd.DataFrame, spec: ModelSp
     threshold) and P(class 1) or values within tolerance. Never raises for a mismatch."""
     import numpy as np
 
-    from mlops_assets.training.train import decision_threshold
+    from mlops_assets.training.train import classes, decision_threshold
 
     rows = len(x)
     if rows == 0:
@@ -534,14 +559,18 @@ def check_parity(model, predictor: OnnxPredictor, x: pd.DataFrame, spec: ModelSp
     problems = []
     if spec.task == "classification":
         ref = np.asarray(model.predict_proba(x)[:, 1], dtype=np.float64)
-        ref_labels = np.asarray(model.predict(x)).astype(np.int64)
+        ref_labels = np.asarray(model.predict(x))
         got = predictor.scores(x)
-        mismatches = int((ref_labels != predictor.predict(x)).sum())
+        mismatches = int((ref_labels != np.asarray(predictor.predict(x))).sum())
         if predictor.threshold != decision_threshold(model):
             problems.append(
                 f"threshold {predictor.threshold} in the graph, {decision_threshold(model)} in "
                 "the model"
             )
+        graph = (classes(predictor), predictor.pos_label)
+        kept = (classes(model), getattr(model, "pos_label", None))
+        if graph != kept:
+            problems.append(f"classes and positive class {graph} in the graph, {kept} in the model")
         what = "P(class 1)"
     else:
         ref = np.asarray(model.predict(x), dtype=np.float64)

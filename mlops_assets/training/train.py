@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-
 from mlops_assets.featurize import SPLIT
 from mlops_assets.specs import Hyperparameters, ModelSpec
 
-if TYPE_CHECKING:  # scikit-learn is imported where it is used: loading the code location
-    from sklearn.pipeline import Pipeline  # must stay fast (about 1 s of imports)
+# numpy, pandas and scikit-learn are imported where they are used: loading the code location
+# must stay fast (scikit-learn alone is about 1 s of imports).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 
 class TrainingError(ValueError):
@@ -25,20 +26,51 @@ class Trained:
     metrics: dict[str, float]
     train_rows: int
     holdout_rows: int
-    threshold: float | None = None  # classifiers: P(class 1) at or above which the label is 1
+    threshold: float | None = None  # classifiers: P(positive) at or above which it is answered
     threshold_rule: str = ""  # how it was chosen, in words
 
 
 def decision_threshold(model) -> float:
-    """The P(class 1) at or above which a classifier answers 1: the threshold chosen at training
-    and kept in the model (0.5 for a model logged before thresholds were part of it)."""
+    """The P(positive) at or above which a classifier answers its positive class: the threshold
+    chosen at training and kept in the model (0.5 for a model logged before thresholds were
+    part of it)."""
     value = getattr(model, "threshold", None)
     return float(value) if isinstance(value, (int, float)) else 0.5
+
+
+def positive_column(model) -> int:
+    """Which ``predict_proba`` column of a binary classifier is P(positive): its ``pos_label``
+    among its classes (a FixedThresholdClassifier's, or an ONNX predictor's). A model without
+    one (trained before specs named a positive class) answers for its second class, 1."""
+    label = getattr(model, "pos_label", None)
+    if label is None:
+        return 1
+    found = classes(model)
+    if label not in found:
+        raise TrainingError(
+            f"the model's positive class {label!r} is not one of its classes {found}"
+        )
+    return found.index(label)
+
+
+def positive_class(model) -> object:
+    """The class a binary classifier answers P(positive) of (1 for a model without classes)."""
+    found = classes(model) if hasattr(model, "classes_") else [0, 1]
+    return found[positive_column(model)]
+
+
+def positive_probability(model, x: pd.DataFrame) -> np.ndarray:
+    """P(positive) of a binary classifier for each row of ``x``."""
+    import numpy as np
+
+    return np.asarray(model.predict_proba(x), dtype="float64")[:, positive_column(model)]
 
 
 def threshold_scores(metric: str, y: np.ndarray, probability: np.ndarray, grid: np.ndarray):
     """``metric`` of the labels ``probability >= t`` for every ``t`` in ``grid``, from the
     confusion counts at each cut (one pass, not one scikit-learn call per threshold)."""
+    import numpy as np
+
     y = np.asarray(y).astype(bool)
     above = probability[None, :] >= grid[:, None]
     tp = (above & y).sum(axis=1).astype(float)
@@ -62,6 +94,8 @@ def best_threshold(metric: str, y: np.ndarray, probability: np.ndarray) -> float
     """The threshold on a 0.01 grid that maximises ``metric``, averaged over its neighbours
     within ±0.05: on a few hundred validation rows the raw curve is jagged, and its highest
     spike is often luck. Ties go to the threshold nearest 0.5."""
+    import numpy as np
+
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)
     scores = threshold_scores(metric, y, np.asarray(probability, dtype=float), grid)
     window = 5
@@ -93,7 +127,9 @@ def choose_threshold(
         x, y, test_size=rule.validation_fraction, stratify=y, random_state=params.random_state
     )
     probe = fit_or_explain(build_pipeline(spec, params), x_fit, y_fit, spec, params)
-    return best_threshold(rule.maximize, y_val.to_numpy(), probe.predict_proba(x_val)[:, 1])
+    column = classes(probe).index(spec.positive_label)
+    p = probe.predict_proba(x_val)[:, column]
+    return best_threshold(rule.maximize, (y_val == spec.positive_label).to_numpy(), p)
 
 
 def inputs(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
@@ -118,6 +154,7 @@ def split(features: pd.DataFrame, spec: ModelSpec, which: str) -> tuple[pd.DataF
 
 def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) -> dict[str, float]:
     """The task's metrics on ``(x, y)``: accuracy, F1, ROC AUC or RMSE, MAE, R²."""
+    import numpy as np
     from sklearn import metrics as skm
 
     if spec.task == "multiclass":
@@ -125,12 +162,13 @@ def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) ->
         out = multiclass_scores(y, pipeline.predict(x), proba, classes(pipeline))
     elif spec.task == "classification":
         pred = pipeline.predict(x)
+        positive = positive_class(pipeline)
         out = {
             "accuracy": skm.accuracy_score(y, pred),
-            "f1": skm.f1_score(y, pred, zero_division=0),
+            "f1": skm.f1_score(y, pred, pos_label=positive, zero_division=0),
         }
         out["roc_auc"] = (
-            skm.roc_auc_score(y, pipeline.predict_proba(x)[:, 1])
+            skm.roc_auc_score(y == positive, positive_probability(pipeline, x))
             if y.nunique() > 1
             else float("nan")
         )
@@ -146,6 +184,8 @@ def score(pipeline: Pipeline, x: pd.DataFrame, y: pd.Series, spec: ModelSpec) ->
 
 def classes(model) -> list:
     """A classifier's classes, in the order of its ``predict_proba`` columns."""
+    import numpy as np
+
     found = getattr(model, "classes_", None)
     if found is None:
         raise TrainingError(f"{type(model).__name__} has no classes_: not a fitted classifier")
@@ -156,6 +196,7 @@ def multiclass_scores(y, pred, proba, labels: list) -> dict[str, float]:
     """Accuracy, macro F1, one-vs-rest ROC AUC and log loss of a multiclass model whose
     ``predict_proba`` columns are ``labels``. ROC AUC is NaN (and so refused by a gate on it)
     when ``y`` lacks one of the classes: one-vs-rest needs every class among the answers."""
+    import numpy as np
     from sklearn import metrics as skm
 
     y = np.asarray(y)
@@ -186,8 +227,14 @@ def _check_classes(spec: ModelSpec, y_train: pd.Series, y_hold: pd.Series) -> No
     if spec.task == "classification" and len(seen) > 2:
         raise TrainingError(
             f"{where} has {len(seen)} classes ({', '.join(map(repr, seen[:10]))}), but the spec "
-            "says task: classification (two classes, 0/1): set task: multiclass and a multiclass "
+            "says task: classification (two classes): set task: multiclass and a multiclass "
             "evaluation.metric (accuracy, f1_macro, roc_auc_ovr or log_loss)"
+        )
+    if spec.task == "classification" and spec.positive_label not in seen:
+        raise TrainingError(
+            f"{where} has the classes {seen} in the training rows, and the positive class "
+            f"{spec.positive_label!r} is not one of them: set positive_class in the spec to the "
+            f"one that counts as positive, and list both in dataset.columns.{spec.target}.allowed"
         )
     if spec.task != "multiclass":
         return
@@ -229,7 +276,14 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
     threshold = choose_threshold(spec, params, x_train, y_train)
     # The threshold travels inside the model: predict() answers at it everywhere the model goes
     # (gate, registry pyfunc, server, reproduction).
-    model = FixedThresholdClassifier(pipeline, threshold=threshold, response_method="predict_proba")
+    model = FixedThresholdClassifier(
+        pipeline,
+        threshold=threshold,
+        # None is scikit-learn's default (the second class, 1 of a 0/1 target): a spec that
+        # names no positive class trains the same bytes as before the field existed.
+        pos_label=None if spec.positive_class is None else spec.positive_label,
+        response_method="predict_proba",
+    )
     fit_or_explain(model, x_train, y_train, spec, params)
     return Trained(
         model,
@@ -244,16 +298,18 @@ def fit(features: pd.DataFrame, spec: ModelSpec, params: Hyperparameters) -> Tra
 def records(frame: pd.DataFrame, spec: ModelSpec) -> list[dict]:
     """The model's input rows as JSON-ready records (missing values as None): what a client
     sends to the inference server."""
+    import pandas as pd
+
     x = inputs(frame, spec)
     return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in x.to_dict("records")]
 
 
 def predictions(pipeline: Pipeline, frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """What the model answers for ``frame``: P(class 1) for a classifier, the value for a
+    """What the model answers for ``frame``: P(positive) for a classifier, the value for a
     regressor, the class for a multiclass model."""
     x = inputs(frame, spec)
     if spec.task == "multiclass":
         return pipeline.predict(x)
     if spec.task == "classification":
-        return pipeline.predict_proba(x)[:, 1]
+        return positive_probability(pipeline, x)
     return pipeline.predict(x)

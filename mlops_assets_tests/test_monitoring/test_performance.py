@@ -8,7 +8,12 @@ import pytest
 from mlops_assets.defs.data.assets import report_main_commit
 from mlops_assets.defs.keys import production_performance_key
 from mlops_assets.monitoring.labels import commit_labels, labels_repository
-from mlops_assets.monitoring.performance import PerformanceInputError, compare, live_score
+from mlops_assets.monitoring.performance import (
+    PerformanceInputError,
+    bootstrap_se,
+    compare,
+    live_score,
+)
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
 from mlops_assets_tests.test_monitoring.conftest import champion, serve_rows
@@ -130,3 +135,47 @@ def test_live_performance_joins_late_labels_and_a_broken_world_requests_retraini
     assert request.run_key.startswith("performance-churn-")
     assert float(request.tags["mlops/relative_change"]) < -0.03
     assert "worse than" in request.tags["mlops/check"]
+
+
+def _labelled_spec(allowed: list, positive):
+    column = CHURN.dataset.columns["churned"].model_copy(
+        update={"dtype": "category", "allowed": tuple(allowed)}
+    )
+    columns = {**CHURN.dataset.columns, "churned": column}
+    return CHURN.model_copy(
+        update={
+            "dataset": CHURN.dataset.model_copy(update={"columns": columns}),
+            "positive_class": positive,
+        }
+    )
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "f1", "accuracy"])
+def test_text_labels_are_scored_for_the_positive_class(metric):
+    """Labels that arrive as text score as their 0/1 twin (1 = the positive class), whether
+    the positive class sorts first or second."""
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    pred = np.array([0, 1, 0, 0, 1, 1, 0, 1])
+    proba = np.array([0.1, 0.8, 0.4, 0.3, 0.9, 0.6, 0.2, 0.7])  # P(positive)
+    spec = CHURN.model_copy(
+        update={"evaluation": CHURN.evaluation.model_copy(update={"metric": metric})}
+    )
+    expected = live_score(spec, y, pred, proba)
+    for positive, negative in (("left", "stayed"), ("yes", "no")):
+        text = _labelled_spec([negative, positive], positive).model_copy(
+            update={"evaluation": spec.evaluation}
+        )
+        as_text = {0: negative, 1: positive}
+        got = live_score(text, [as_text[v] for v in y], [as_text[v] for v in pred], proba)
+        assert got == expected
+    assert bootstrap_se(text, [as_text[v] for v in y], [as_text[v] for v in pred], proba) > 0
+
+
+def test_a_text_label_that_is_neither_class_names_it():
+    spec = _labelled_spec(["stayed", "left"], "left")
+    with pytest.raises(
+        PerformanceInputError,
+        match=r"label 'gone' for target 'churned' \(row 1 of the labelled window\) is neither "
+        r"the positive class 'left' nor the other class 'stayed'",
+    ):
+        live_score(spec, ["left", "gone"], ["left", "stayed"], [0.9, 0.2])
