@@ -254,6 +254,8 @@ def _tree_nodes(estimator) -> tuple[list, int, str] | None:
     it); ConversionError for a forest or booster this emitter does not handle."""
     import numpy as np
     from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
         HistGradientBoostingClassifier,
         HistGradientBoostingRegressor,
         RandomForestClassifier,
@@ -261,10 +263,14 @@ def _tree_nodes(estimator) -> tuple[list, int, str] | None:
     )
 
     average, total = 0, 1
-    if isinstance(estimator, RandomForestClassifier | RandomForestRegressor):
+    # extremely randomized trees are forests of the same trees, averaged the same way
+    forests = (
+        RandomForestClassifier | RandomForestRegressor | ExtraTreesClassifier | ExtraTreesRegressor
+    )
+    if isinstance(estimator, forests):
         if getattr(estimator, "n_outputs_", 1) != 1:
             raise ConversionError("multi-output forests do not convert")
-        if isinstance(estimator, RandomForestClassifier) and len(estimator.classes_) != 2:
+        if hasattr(estimator, "classes_") and len(estimator.classes_) != 2:
             raise ConversionError("only binary forests convert")
         return [("sklearn", e.tree_) for e in estimator.estimators_], average, "float32_input"
     if isinstance(estimator, HistGradientBoostingClassifier | HistGradientBoostingRegressor):

@@ -98,6 +98,10 @@ def _register_pipeline(tracking, spec, features, model, onnx_bytes: bytes | None
         (name, estimator)
         for name in ("churn", "demand")
         for estimator in ("random_forest", "gradient_boosting", "linear")
+    ]
+    + [
+        ("churn", "sklearn.ensemble.ExtraTreesClassifier"),
+        ("demand", "sklearn.ensemble.ExtraTreesRegressor"),
     ],
 )
 def test_every_estimator_converts_and_answers_the_holdout_like_scikit_learn(name, estimator):
@@ -114,7 +118,7 @@ def test_every_estimator_converts_and_answers_the_holdout_like_scikit_learn(name
     parity = onnx_export.check_parity(model, predictor, x, spec)
     assert parity.passed, parity.reason
     assert parity.rows == len(x) and parity.label_mismatches == 0
-    if estimator == "random_forest":  # float64 splits over float32 inputs: bit for bit
+    if estimator == "random_forest" or "ExtraTrees" in estimator:  # float64 splits: bit for bit
         assert parity.max_abs_diff == 0.0
     assert parity.max_abs_diff is not None and parity.max_abs_diff <= 1e-12
 
