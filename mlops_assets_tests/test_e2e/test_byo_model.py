@@ -89,6 +89,28 @@ def meta(home: Path, key) -> dict:
         return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
 
+def serve(env: dict, port: int, mlflow_url: str, log: Path):
+    """``mlops serve`` on ``port`` with the test's platform settings, once it is ready."""
+    serve_env = server_env(**{k: v for k, v in env.items() if k.startswith(("MLOPS_", "DAGSTER"))})
+    serve_env.update(MLFLOW_TRACKING_URI=mlflow_url, MLOPS_LOG_SEGMENT_SECONDS="1")
+    cmd = [str(BIN / "mlops"), "serve", "--port", str(port), "--poll-seconds", "0"]
+    proc = start(cmd, serve_env, log)
+
+    def ready():
+        try:
+            r = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until("inference server", ready, 120, proc, log)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
 @pytest.mark.timeout(1200)
 def test_init_ingest_train_gate_batch_score_serve_and_drift_on_bundled_data(
     tmp_path, mlflow_server
@@ -147,20 +169,10 @@ def test_init_ingest_train_gate_batch_score_serve_and_drift_on_bundled_data(
 
     # ---- served over HTTP; its answers monitored
     port = free_port()
-    serve_env = server_env(**{k: v for k, v in env.items() if k.startswith(("MLOPS_", "DAGSTER"))})
-    serve_env.update(MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_LOG_SEGMENT_SECONDS="1")
     log = tmp_path / "serve.log"
-    proc = start([str(mlops), "serve", "--port", str(port), "--poll-seconds", "0"], serve_env, log)
+    proc = serve(env, port, mlflow_server.url, log)
     url = f"http://127.0.0.1:{port}"
     try:
-
-        def ready():
-            try:
-                return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until("inference server", ready, 120, proc, log)
         sent = {
             "breast_cancer": pd.read_csv(csv),
             "wine": pd.concat([pd.read_parquet(f) for f in sorted(days.iterdir())]),

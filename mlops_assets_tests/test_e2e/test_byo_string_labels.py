@@ -37,9 +37,8 @@ from mlops_assets.monitoring.windows import current_window, served_rows
 from mlops_assets.serving.predlog import predictions_repository
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
-from mlops_assets_tests.processes import BIN, free_port, fresh_home, start, stop, wait_until
-from mlops_assets_tests.servers import server_env
-from mlops_assets_tests.test_e2e.test_byo_model import materialize, meta, run
+from mlops_assets_tests.processes import BIN, free_port, fresh_home, stop, wait_until
+from mlops_assets_tests.test_e2e.test_byo_model import materialize, meta, run, serve
 
 pytestmark = pytest.mark.e2e
 FIRST_DAY = dt.date(2026, 11, 1)  # explicit: the test never depends on the calendar
@@ -157,19 +156,9 @@ def test_binary_targets_with_text_labels_train_serve_and_are_monitored(tmp_path,
     threshold = trained["decision_threshold"]
 
     # ---- served over HTTP: the labels and P(positive), by ONNX Runtime after parity
-    serve_env = server_env(**{k: v for k, v in env.items() if k.startswith(("MLOPS_", "DAGSTER"))})
-    serve_env.update(MLFLOW_TRACKING_URI=mlflow_server.url, MLOPS_LOG_SEGMENT_SECONDS="1")
     log = tmp_path / "serve.log"
-    proc = start([str(mlops), "serve", "--port", str(port), "--poll-seconds", "0"], serve_env, log)
+    proc = serve(env, port, mlflow_server.url, log)
     try:
-
-        def ready():
-            try:
-                return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until("inference server", ready, 120, proc, log)
         served = {
             "diagnosis": dx[dx["seen_on"] >= str(SERVED_FROM)],  # unseen days
             "benign": yes_no.head(150),
