@@ -7,8 +7,8 @@ single-row predictions through nginx the whole time. A real Prometheus scrapes t
 Shown: a canary promoted and one rolled back, each decided on the figures of all three
 replicas, with zero failed client requests and every replica on the same state (read from
 each replica directly); a replica killed with SIGKILL in the middle of a canary (the rollout
-refuses to decide on a partial view and rolls back); the rollout's own process killed in the
-middle of a canary (its lease expires and every replica falls back by itself); a blue-green
+refuses to decide on a partial view and rolls back); the Dagster run of ``deployment`` killed in
+the middle of a canary (its lease expires and every replica falls back by itself); a blue-green
 switch through the balancer; and the production analysis path (PromQL over the replicas'
 metrics in a real Prometheus). Every wait polls with a generous deadline; nothing is timed.
 """
@@ -22,23 +22,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 
+from mlops_assets.defs.keys import deployment_key, model_evaluation_key
 from mlops_assets.serving.analysis import AnalysisError, PrometheusStats, ReplicaStats
 from mlops_assets.serving.client import Replay, ServingClient
 from mlops_assets.serving.reconcile import ROLLOUT_TAG, Rollout
 from mlops_assets.serving.rollout import Policy, RegistryControl, rollout
 from mlops_assets.specs.model import get_spec
 from mlops_assets.training.tracking import PRODUCTION, Tracking
-from mlops_assets_tests.processes import BIN, REPO, free_port, start, stop, wait_until
+from mlops_assets_tests.processes import BIN, REPO, free_port, fresh_home, start, stop, wait_until
 from mlops_assets_tests.servers import server_env
 from mlops_assets_tests.test_serving.conftest import TOKEN, _ready, serve_env
 
@@ -387,74 +388,85 @@ def test_a_replica_killed_mid_canary_stops_the_promotion(champion_alone):
     c.wait_all(alone(c.version("champion")), "every replica on the champion")
 
 
-def child_rollout(args: dict) -> None:
-    """Run in a subprocess by the next test, which kills it with SIGKILL mid-canary."""
-    tracking = Tracking(args["tracking_uri"])
-    tracking.configure()
-    rollout(
-        RegistryControl(tracking, args["model_name"]),
-        ReplicaStats(args["replicas"], TOKEN),
-        "churn",
-        args["candidate"],
-        Policy(
-            canary_weight=0.3,
-            window_requests=10**9,
-            timeout_seconds=3600,
-            lease_seconds=4.0,
-            decision_rule="fixed",
-        ),
-        log=lambda m: print(m, flush=True),
-    )
-
-
-def test_the_rollout_process_killed_mid_canary_its_lease_expires_everywhere(champion_alone):
+def test_the_dagster_run_killed_mid_canary_its_lease_expires_everywhere(champion_alone, tmp_path):
+    """A real Dagster run of ``churn/deployment`` (the CLI, on its own instance) is killed with
+    SIGKILL while it watches its canary: nobody cleans up, the lease it stopped renewing runs
+    out, and every replica falls back to the champion by itself."""
     c = champion_alone
-    args = {
-        "tracking_uri": c.registry.tracking_uri,
-        "model_name": c.model_name,
-        "replicas": [r.url for r in c.replicas],
-        "candidate": c.version("challenger"),
-    }
-    code = (
-        "import json, sys; from mlops_assets_tests.test_serving.test_replicas import "
-        "child_rollout; child_rollout(json.loads(sys.argv[1]))"
+    spec = get_spec("churn", c.registry.specs_dir)
+    data_dir = tmp_path / "data"  # the run's own copy of the data the registry was trained on
+    shutil.copytree(
+        c.registry.data_dir / "lakefs-local" / spec.dataset.repository,
+        data_dir / "lakefs-local" / spec.dataset.repository,
     )
-    log = c.replicas[0].log.parent / "child-rollout.log"
-    canary = {
-        "production": c.version("champion"),
-        "candidate": c.version("challenger"),
-        "weight": 0.3,
-        "mode": "canary",
-    }
-    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
-        child = subprocess.Popen(
-            [sys.executable, "-c", code, json.dumps(args)],
-            cwd=REPO,
-            env=server_env(),
-            stdout=open(log, "ab"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    env = fresh_home(
+        tmp_path,
+        MLFLOW_TRACKING_URI=c.registry.tracking_uri,
+        MLOPS_SPECS_DIR=c.registry.specs_dir,
+        MLOPS_DATA_DIR=str(data_dir),
+        MLOPS_SERVING_URL=c.lb,
+        MLOPS_SERVING_TOKEN=TOKEN,
+        MLOPS_SERVING_REPLICAS=",".join(r.url for r in c.replicas),
+        MLOPS_ROLLOUT_LEASE_SECONDS="4",
+        MLOPS_REPLAY_HOLDOUT="false",  # the clients are the traffic
+    )
+    dagster = [str(BIN / "dagster"), "asset", "materialize", "-m", "mlops_assets.definitions"]
+    features = subprocess.run(
+        [*dagster, "--select", "churn/dataset,churn/features"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert features.returncode == 0, features.stderr[-3000:]
+    # the gate's verdict on the challenger, as model_evaluation records it
+    candidate, champion = c.version("challenger"), c.version("champion")
+    c.tracking.tag_version(
+        c.model_name, candidate, {"gate.decision": "passed", "gate.champion_version": champion}
+    )
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                model_evaluation_key("churn"), metadata={"challenger_version": candidate}
+            )
         )
+    config = {  # a window it cannot fill: still watching when it is killed
+        "window_requests": 10**9, "timeout_seconds": 3600, "decision_rule": "fixed",
+        "canary_weight": 0.3,
+    }  # fmt: skip
+    run_config = {"ops": {"churn__deployment": {"config": config}}}
+    canary = {"production": champion, "candidate": candidate, "weight": 0.3, "mode": "canary"}
+    log = tmp_path / "deployment-run.log"
+    with Clients(c.lb, c.registry.holdout["churn"]) as clients:
+        run = start(
+            [*dagster, "--select", "churn/deployment", "--config-json", json.dumps(run_config)],
+            env, log,
+        )  # fmt: skip
         try:
-            c.wait_all(canary, "the canary on every replica")
+            wait_until("the canary on every replica", lambda: _all(c, canary), 300, run, log)
             first = c.control().desired().rollout
-            # it renews its 4 s lease while it watches
+            # the run renews its 4 s lease while it watches
             wait_until(
                 "a renewed lease",
                 lambda: c.control().desired().rollout.lease_expires_at > first.lease_expires_at,
-                60,
-            )
-            assert child.poll() is None, log.read_text()[-2000:]
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait(30)
+                60, run, log,
+            )  # fmt: skip
+            with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+                deploying = instance.get_run_records(limit=1)[0].dagster_run  # the newest
+            assert deploying.asset_selection == {deployment_key("churn")}
+            assert deploying.status == dg.DagsterRunStatus.STARTED
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(30)
         finally:
-            stop(child)
+            stop(run)
         # nobody deletes the tag: the lease runs out and each replica falls back by itself
-        c.wait_all(alone(c.version("champion")), "every replica back on the champion")
+        c.wait_all(alone(champion), "every replica back on the champion")
     left = c.control().desired()
     assert left.rollout is not None and left.rollout.rollout_id == first.rollout_id
-    assert left.production == c.version("champion")
+    assert left.production == champion  # the alias never moved
     assert clients.failures == []
+    assert set(clients.versions) == {champion, candidate}  # the canary did answer
+
+
+def _all(c: Cluster, expected: dict) -> bool:
+    return all(s == expected for s in c.states())
 
 
 def test_a_blue_green_switch_through_the_balancer(champion_alone):
