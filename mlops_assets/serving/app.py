@@ -801,7 +801,7 @@ def _error_body(payload: dict) -> bytes:
 
 
 ADMIN = ("deployments", "stats", "monitoring")
-MONITORING_FIGURES = ("drift_share", "live_score_change", "model_created")
+MONITORING_FIGURES = ("drift_share", "live_score_change", "model_created", "stale_without_new_data")
 
 
 def _monitoring_figures(body: object) -> dict:

@@ -162,25 +162,40 @@ class Metrics:
         return "\n".join(out) + "\n"
 
     def _gauges(self, labels, now: float) -> list[str]:
-        """Monitoring figures for alerting: drift share, live score change, model age."""
+        """Monitoring figures for alerting: drift share, live score change, model age, and the
+        stale-model alert."""
         out: list[str] = []
+        # (metric, the figure it shows, help); the model's age is computed from its creation
         gauges = (
-            ("mlops_drift_share", "Share of drifted features in the last drift report.", None),
+            (
+                "mlops_drift_share",
+                "drift_share",
+                "Share of drifted features in the last drift report.",
+            ),
             (
                 "mlops_live_score_change",
+                "live_score_change",
                 "Live score vs the evaluated score, relative (negative: worse for a score).",
-                None,
             ),
-            ("mlops_model_age_seconds", "Seconds since the serving version was registered.", 1),
+            (
+                "mlops_model_age_seconds",
+                "model_created",
+                "Seconds since the serving version was registered.",
+            ),
+            (
+                "mlops_model_stale_without_new_data",
+                "stale_without_new_data",
+                "1 while the model fails its freshness policy and main holds nothing it has not "
+                "learned (the stale-model sensor's alert, no retraining); 0 once that ends.",
+            ),
         )
-        for name, help_, age in gauges:
-            key = "model_created" if age else name.removeprefix("mlops_")
+        for name, key, help_ in gauges:
             rows = [(m, f) for m, f in sorted(self.monitoring.items()) if key in f]
             if not rows:
                 continue
             out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
             for model, f in rows:
-                value = now - f[key] if age else f[key]
+                value = now - f[key] if key == "model_created" else f[key]
                 out.append(
                     f"{name}{{{labels(('model', 'version'), (model, f['version']))}}} {value}"
                 )

@@ -12,6 +12,7 @@ from mlops_assets.defs.keys import (
     trained_model_key,
 )
 from mlops_assets.defs.monitoring.sensors import build_freshness_sensor, build_monitoring_sensor
+from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.monitoring.labels import commit_labels, labels_repository
 from mlops_assets.specs.model import get_spec
 from mlops_assets.store.local import LocalStore
@@ -63,7 +64,11 @@ def test_the_freshness_policies_are_declared_and_a_stale_model_is_retrained(tmp_
     with dg.instance_for_test() as instance:
 
         def tick(cursor=None):
-            ctx = dg.build_sensor_context(instance=instance, cursor=cursor)
+            # no alert on this path: the servers' gauge is never touched (nothing listens there)
+            serving = ServingResource(url="http://127.0.0.1:9")
+            ctx = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"serving": serving}
+            )
             return sensor(ctx), ctx.cursor
 
         result, _ = tick()

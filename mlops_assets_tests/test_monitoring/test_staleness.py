@@ -1,22 +1,70 @@
 """A stale model: with nothing new on main it raises an alert and retrains nothing; with new
 data it retrains; a failed retraining is tried again with backoff, never dropped. On a real
-instance, a real store and a real (failing) retraining run; the sensor's clock is pinned."""
+instance, a real store, a real (failing) retraining run and a real inference server, whose
+``/metrics`` carries the alert as a gauge; the sensor's clock is pinned."""
 
 import datetime as dt
+import os
+import re
 
 import dagster as dg
+import httpx
+import pytest
 from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
 
 from mlops_assets.defs.data.assets import report_main_commit
 from mlops_assets.defs.keys import retrain_keys, trained_model_key
 from mlops_assets.defs.monitoring.sensors import build_freshness_sensor, retry_delay
+from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.demo.simulator import simulate_batch, to_csv_bytes
 from mlops_assets.ingest import ingest_batch
 from mlops_assets_tests.conftest import DAY0
+from mlops_assets_tests.processes import BIN, free_port, start, stop, wait_until
+from mlops_assets_tests.servers import server_env
 from mlops_assets_tests.test_training.conftest import make_env
 
 FAILED_AT = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.UTC).timestamp()
 RETRY = 60.0
+TOKEN = "staleness-test-token"
+GAUGE = re.compile(r'mlops_model_stale_without_new_data\{model="churn",version="(\w+)"\} (\S+)')
+
+
+class InferenceServer:
+    """A real ``mlops serve`` with no model yet: it takes the monitoring figures all the same."""
+
+    def __init__(self, log):
+        self.port, self.log, self.proc = free_port(), log, None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        # the test's data and specs folders (make_env sets them in this process's environment)
+        keep = {k: os.environ[k] for k in ("MLOPS_DATA_DIR", "MLOPS_SPECS_DIR")}
+        cmd = [str(BIN / "mlops"), "serve", "--port", str(self.port), "--poll-seconds", "0"]
+        self.proc = start(cmd, server_env(MLOPS_SERVING_TOKEN=TOKEN, **keep), self.log)
+        wait_until("inference server", self.live, 120, self.proc, self.log)
+
+    def live(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/health/live", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
+@pytest.fixture
+def inference_server(tmp_path):
+    server = InferenceServer(tmp_path / "serve.log")
+    yield server
+    server.stop()
+
+
+def gauge(url: str) -> tuple[str, str] | None:
+    found = GAUGE.findall(httpx.get(f"{url}/metrics", timeout=5).text)
+    return found[0] if found else None
 
 
 def test_backoff_doubles_up_to_its_cap():
@@ -24,9 +72,11 @@ def test_backoff_doubles_up_to_its_cap():
 
 
 def test_stale_without_new_data_alerts_with_new_data_retrains_and_a_failure_is_retried(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, inference_server
 ):
     env = make_env(tmp_path, monkeypatch, None)
+    inference_server.start()
+    url = inference_server.url
     spec = env.spec("churn")
     store = env.store(spec)
     learned = env.seed(spec, days=3, rows=120)
@@ -35,12 +85,18 @@ def test_stale_without_new_data_alerts_with_new_data_retrains_and_a_failure_is_r
     with dg.instance_for_test() as instance:
 
         def tick(cursor):
-            with dg.build_sensor_context(instance=instance, cursor=cursor) as ctx:
+            serving = ServingResource(url=url, token=TOKEN)
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"serving": serving}
+            ) as ctx:
                 return sensor(ctx), ctx.cursor
 
         # the model learned main's head; main has not moved since; the model goes stale
         instance.report_runless_asset_event(
-            dg.AssetMaterialization(trained_model_key("churn"), metadata={"lakefs_commit": learned})
+            dg.AssetMaterialization(
+                trained_model_key("churn"),
+                metadata={"lakefs_commit": learned, "model_version": "1"},
+            )
         )
         report_main_commit(instance, "churn", learned, {"source": "test"})
         instance._report_runless_asset_event(  # what Dagster's freshness daemon records
@@ -61,8 +117,16 @@ def test_stale_without_new_data_alerts_with_new_data_retrains_and_a_failure_is_r
         assert observation.asset_key == trained_model_key("churn")
         assert observation.metadata["stale_without_new_data"].value == 1
         assert observation.metadata["model_data_commit"].value == learned
+        # ... and a metric: every replica's gauge, for the MlopsModelStaleWithoutNewData rule
+        assert gauge(url) == ("1", "1.0")
         again, cursor = tick(result.cursor)  # alerted once per head, said on every tick
         assert isinstance(again, dg.SkipReason) and "ALERT" in again.skip_message
+        # a replica that restarts (it keeps no figures) has the gauge again at the next tick
+        inference_server.stop()
+        inference_server.start()
+        assert gauge(url) is None
+        again, cursor = tick(cursor)
+        assert isinstance(again, dg.SkipReason) and gauge(url) == ("1", "1.0")
 
         # new data on main: retrain (attempt 1)
         day = DAY0 + dt.timedelta(days=10)
@@ -74,6 +138,7 @@ def test_stale_without_new_data_alerts_with_new_data_retrains_and_a_failure_is_r
         assert request.run_key.endswith("-1") and request.tags["mlops/stale_attempt"] == "1"
         assert request.tags["mlops/trigger"] == "freshness"
         assert list(request.asset_selection) == retrain_keys("churn")
+        assert gauge(url) == ("1", "0.0")  # the alert is over: a retraining is under way
         waiting, _ = tick(cursor)
         assert "already requested" in waiting.skip_message
 

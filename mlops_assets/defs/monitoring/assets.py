@@ -53,17 +53,14 @@ def serving_version(tracking, spec: ModelSpec, what: str):
 
 
 def push_figures(context, serving: ServingResource, spec: ModelSpec, model_version, **figures):
-    """Hand the figures to the inference server, which exports them as gauges for alerting
-    (drift share, live score change, model age). Best effort: monitoring never fails on it."""
-    from mlops_assets.serving.client import ServingError
-
+    """Hand the figures to every inference-server replica, which export them as gauges for
+    alerting (drift share, live score change, model age). Best effort: monitoring never fails
+    on it."""
     created = getattr(model_version, "creation_timestamp", None)
     if created:
         figures["model_created"] = created / 1000.0
-    try:
-        serving.client().report_monitoring(spec.name, str(model_version.version), **figures)
-    except ServingError as e:
-        context.log.warning(f"figures not handed to the inference server: {e}")
+    for failure in serving.report_monitoring(spec.name, str(model_version.version), **figures):
+        context.log.warning(f"figures not handed to the inference server: {failure}")
 
 
 def skipped(check: str, version: str, meta: dict, reason: str):

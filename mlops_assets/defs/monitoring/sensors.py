@@ -38,6 +38,7 @@ from mlops_assets.defs.keys import (
 )
 from mlops_assets.defs.metadata import latest_data_version
 from mlops_assets.defs.resources import DataStoreResource
+from mlops_assets.defs.resources.serving import ServingResource
 from mlops_assets.monitoring.labels import labels_repository
 from mlops_assets.specs import ModelSpec
 from mlops_assets.store import NotFound
@@ -237,14 +238,20 @@ STALE_ATTEMPT = "mlops/stale_attempt"
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-def _stale_cursor(raw: str | None, stamp: str) -> dict:
-    """The sensor's memory of the current freshness failure (a new failure starts afresh)."""
+def _read_cursor(raw: str | None) -> dict:
     try:
         state = json.loads(raw) if raw else {}
     except json.JSONDecodeError:  # the cursor before retries: the failure's stamp alone
         state = {"stamp": raw, "attempt": 1, "requested_at": 0.0}
-    if not isinstance(state, dict) or state.get("stamp") != stamp:
-        state = {"stamp": stamp, "attempt": 0}
+    return state if isinstance(state, dict) else {}
+
+
+def _stale_cursor(raw: str | None, stamp: str) -> dict:
+    """The sensor's memory of the current freshness failure (a new failure starts afresh, but
+    remembers whether the servers' alert gauge is still set)."""
+    state = _read_cursor(raw)
+    if state.get("stamp") != stamp:
+        state = {"stamp": stamp, "attempt": 0, "gauge": state.get("gauge", 0)}
     return state
 
 
@@ -298,6 +305,29 @@ def _stale_alert(
     return message, observation
 
 
+def _alert_gauge(
+    context: dg.SensorEvaluationContext, serving: ServingResource, spec: ModelSpec, value: int
+) -> bool:
+    """Set every replica's ``mlops_model_stale_without_new_data`` gauge of the model (what the
+    ``MlopsModelStaleWithoutNewData`` alert reads); True if every replica took it."""
+    version = _materialization_meta(context.instance, trained_model_key(spec.name)).get(
+        "model_version", ""
+    )
+    failed = serving.report_monitoring(spec.name, str(version), stale_without_new_data=float(value))
+    for failure in failed:
+        context.log.warning(f"stale-model gauge not handed to the inference server: {failure}")
+    return not failed
+
+
+def _clear_gauge(
+    context: dg.SensorEvaluationContext, serving: ServingResource, spec: ModelSpec, state: dict
+) -> dict:
+    """The alert no longer holds: clear the gauge if this sensor set it (kept until it is)."""
+    if state.get("gauge") and _alert_gauge(context, serving, spec, 0):
+        state = {**state, "gauge": 0}
+    return state
+
+
 def build_freshness_sensor(
     spec: ModelSpec,
     retry_seconds: float = STALE_RETRY_SECONDS,
@@ -315,17 +345,21 @@ def build_freshness_sensor(
         description=(
             f"Retrains '{spec.name}' when its model fails its freshness policy and main has data "
             "it has not learned; with none, raises an alert instead (an observation of "
-            "trained_model, stale_without_new_data = 1). A failed retraining is retried with "
+            "trained_model, stale_without_new_data = 1, and the servers' gauge "
+            "mlops_model_stale_without_new_data). A failed retraining is retried with "
             f"backoff ({retry_seconds / 60:g} min, doubling, at most "
             f"{max_retry_seconds / 3600:g} h apart) for as long as the model is stale."
         ),
     )
-    def stale_model(context: dg.SensorEvaluationContext):
+    def stale_model(context: dg.SensorEvaluationContext, serving: ServingResource):
         instance = context.instance
         record = instance.get_freshness_state_records([model]).get(model)
         if record is None:
             return dg.SkipReason("the freshness daemon has not evaluated the model yet")
         if not freshness_failed(record.freshness_state):
+            state = _read_cursor(context.cursor)
+            if state.get("gauge"):
+                context.update_cursor(json.dumps(_clear_gauge(context, serving, spec, state)))
             return dg.SkipReason(f"the model's freshness is {record.freshness_state.value}")
         stamp, since = f"{record.updated_at.timestamp():.0f}", record.updated_at.isoformat()
         state = _stale_cursor(context.cursor, stamp)
@@ -334,12 +368,19 @@ def build_freshness_sensor(
             return dg.SkipReason(f"retraining run {running.run_id[:8]} is already under way")
         if (same := _no_new_data(instance, spec)) is not None:
             message, observation = _stale_alert(instance, spec, same[0], since, clock())
+            # on every tick: a replica that restarted or was added gets the alert too
+            _alert_gauge(context, serving, spec, 1)
+            state["gauge"] = 1
             if state.get("alerted") == same[1]:
+                context.update_cursor(json.dumps(state))
                 return dg.SkipReason(message)
             state["alerted"] = same[1]
             return dg.SensorResult(
                 asset_events=[observation], skip_reason=message, cursor=json.dumps(state)
             )
+        if state.get("gauge"):  # new data: a retraining, not an alert
+            state = _clear_gauge(context, serving, spec, state)
+            context.update_cursor(json.dumps(state))
         attempt = int(state.get("attempt", 0))
         if attempt:
             why_wait = _why_wait(instance, state, since, retry_seconds, max_retry_seconds, clock)

@@ -58,6 +58,26 @@ class ServingResource(dg.ConfigurableResource):
             return PrometheusStats(self.prometheus_url, self.prometheus_selector)
         return ReplicaStats(list(self.replicas) or [self.url], self.client().token)
 
+    def report_monitoring(self, model: str, version: str, **figures: float) -> list[str]:
+        """Hand monitoring figures to every replica (each exports them as gauges, so the alert
+        holds whichever replica Prometheus reads). Best effort: returns what could not be
+        handed over, one line per replica, for the caller to log; never raises."""
+        from mlops_assets.serving.analysis import AnalysisError, replica_urls
+        from mlops_assets.serving.client import ServingClient, ServingError
+
+        try:
+            token = self.client().token
+            urls = replica_urls(self.replicas) if self.replicas else [self.url]
+        except (AnalysisError, ServingError) as e:
+            return [str(e)]
+        failed = []
+        for url in urls:
+            try:
+                ServingClient(url, token, timeout=5.0).report_monitoring(model, version, **figures)
+            except ServingError as e:
+                failed.append(str(e))
+        return failed
+
     def client(self) -> ServingClient:
         from mlops_assets.serving.client import ServingClient, ServingError
 
