@@ -49,6 +49,23 @@ def test_new_predictions_or_labels_request_one_monitoring_run_each(tmp_path, mon
         again, cursor = tick(cursor)
         assert isinstance(again, dg.SkipReason) and "no new predictions" in again.skip_message
 
+        # while the model retrains (a run of the loop going), new commits wait for it to end
+        retraining = instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset(retrain_keys("churn")),
+            )
+        )
+        later = commit_labels(store, spec, [{"request_id": "r2", "row": 0, "label": 0}])
+        held, cursor = tick(cursor)
+        assert isinstance(held, dg.SkipReason), held
+        assert f"retraining run {retraining.run_id[:8]} is under way" in held.skip_message
+        assert cursor == head  # not consumed: the commit is still to be monitored
+        instance.report_run_canceled(retraining)
+        resumed, cursor = tick(cursor)
+        assert isinstance(resumed, dg.RunRequest) and resumed.run_key == f"monitor-churn-{later}"
+
 
 def test_the_freshness_policies_are_declared_and_a_stale_model_is_retrained(tmp_path, monkeypatch):
     env = make_env(tmp_path, monkeypatch, None)

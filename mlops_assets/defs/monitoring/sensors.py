@@ -1,7 +1,8 @@
 """Sensors of the monitoring half of the loop.
 
 - ``<spec>_monitoring``: new prediction-log or label commits → ``drift_report`` and
-  ``production_performance`` (one run per commit of the predictions repository).
+  ``production_performance`` (one run at a time, on the newest commit; none while the model
+  retrains).
 - ``<spec>_drift_retraining``: the drift check or the live-performance check fails with ERROR
   → retrain on main's newest data and roll out (``RETRAIN``), tagged with the evidence.
 - ``<spec>_stale_model``: the model's freshness policy fails → the same retraining, if main has
@@ -97,6 +98,15 @@ def build_monitoring_sensor(spec: ModelSpec, interval_seconds: int = 10) -> dg.S
         running = run_in_flight(context.instance, drift_report_key(spec.name))
         if running is not None:
             return dg.SkipReason(f"monitoring run {running.run_id[:8]} is still going")
+        # The model is being replaced: a report on the version leaving could change nothing (no
+        # retraining is requested while one runs), and it would take the CPU from the one
+        # coming. The commits wait; the first tick after it ends catches up with main.
+        retraining = run_in_flight(context.instance, trained_model_key(spec.name))
+        if retraining is not None:
+            return dg.SkipReason(
+                f"retraining run {retraining.run_id[:8]} is under way: monitoring resumes when "
+                "it ends"
+            )
         context.update_cursor(head)
         return dg.RunRequest(
             run_key=f"monitor-{spec.name}-{head}",
