@@ -35,6 +35,7 @@ from pathlib import Path
 import orjson
 
 from mlops_assets.store import NothingToCommit, VersionedStore
+from mlops_assets.store.local import fsync_dir
 
 PREFIX = "predictions/"
 QUARANTINE = "_quarantine"
@@ -82,14 +83,6 @@ def read_rows(data: bytes) -> list[dict]:
                 row[o] = rec[o][i]
             out.append(row)
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LogError(RuntimeError):
@@ -349,7 +342,7 @@ class PredictionLog:
             if data:
                 closed = path.with_name(path.name.replace("open-", "segment-"))
                 os.replace(path, closed)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             else:
                 path.unlink()
 
@@ -380,7 +373,7 @@ class PredictionLog:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         self.quarantined[model] += len(bad)
         self.commit_errors.append(
             f"{model}: {len(bad)} line(s) of {path.name} could not be parsed; moved to "
@@ -395,7 +388,7 @@ class PredictionLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             f = open(path, "ab")  # noqa: SIM115 - kept open across groups
             if self.fsync:
-                _fsync_dir(path.parent)  # the new file's entry survives a crash of the node
+                fsync_dir(path.parent)  # the new file's entry survives a crash of the node
             self._open[model] = (f, path, 0, time.monotonic())
         return self._open[model]
 
@@ -409,7 +402,7 @@ class PredictionLog:
                 closed = path.with_name(path.name.replace("open-", "segment-"))
                 self._closed_rows[closed] = rows  # before the committer can see the file
                 os.replace(path, closed)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 del self._open[model]
                 self._commit_wake.set()
 

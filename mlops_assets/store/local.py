@@ -57,7 +57,9 @@ from mlops_assets.store.base import (
 )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a file created or renamed in it) survive a crash of the
+    machine. The store and the prediction log both rely on it."""
     dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -83,7 +85,7 @@ def _write_synced(path: Path, data: bytes) -> None:
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_synced(path, data)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_all(files: builtins.list[tuple[Path, bytes]]) -> None:
@@ -92,7 +94,7 @@ def _write_all(files: builtins.list[tuple[Path, bytes]]) -> None:
     take ~10 ms instead of ~24 ms one after another."""
     with ThreadPoolExecutor(max_workers=min(len(files), 8)) as pool:
         list(pool.map(lambda item: _write_synced(*item), files))
-        list(pool.map(_fsync_dir, {path.parent for path, _ in files}))
+        list(pool.map(fsync_dir, {path.parent for path, _ in files}))
 
 
 def _dump(obj: object) -> bytes:
@@ -209,7 +211,7 @@ class LocalStore(VersionedStore):
         directory = self.path / "trees"
         if not directory.is_dir():  # a repository from before trees existed
             directory.mkdir(exist_ok=True)
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         return [(directory / i, d) for i, d in nodes.items() if not (directory / i).exists()]
 
     def _view(self, ref: str, with_staging: bool = True) -> tuple[str | None, dict]:

@@ -130,7 +130,7 @@ def test_without_a_production_version_nothing_is_scored_and_the_error_says_what_
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert f"{spec.model_name!r} has no 'production' version" in failure.message
-    assert "materialize demand/deployment" in failure.message
+    assert "Materialize demand/deployment" in failure.message
     out = LocalStore(env.data_dir / "lakefs-local", batch_repository(spec.dataset.repository))
     with pytest.raises(NotFound):
         out.list("main")

@@ -15,7 +15,7 @@ from mlops_assets.batch import BatchInputError, BatchRun, batch_repository, scor
 from mlops_assets.defs.keys import batch_predictions_key, dataset_key, deployment_key
 from mlops_assets.defs.metadata import MetadataEntry
 from mlops_assets.defs.resources import DataStoreResource
-from mlops_assets.defs.resources.tracking import MlflowResource
+from mlops_assets.defs.resources.tracking import MlflowResource, production_version
 from mlops_assets.specs import ModelSpec
 
 # Daily partitions from the start of the demo calendar; a run names its day explicitly.
@@ -88,18 +88,10 @@ def build_inference_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         from mlops_assets.serving.compiled import load_for_serving, runtime_of
         from mlops_assets.training.pipeline import spec_types
-        from mlops_assets.training.tracking import PRODUCTION
 
         day = dt.date.fromisoformat(context.partition_key)
         tracking = mlflow.tracking()
-        live = tracking.version_by_alias(spec.model_name, PRODUCTION)
-        if live is None:
-            raise dg.Failure(
-                f"{spec.model_name!r} has no '{PRODUCTION}' version to score with: materialize "
-                f"{deployment_key(spec.name).to_user_string()} (the gate must pass first)",
-                allow_retries=False,
-            )
-        version = str(live.version)
+        version = str(production_version(tracking, spec, "to score with").version)
         model, _ = load_for_serving(tracking, spec.model_name, version, trusted=spec_types(spec))
 
         source = data_store.open(spec.dataset.repository)

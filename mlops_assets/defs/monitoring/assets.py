@@ -8,14 +8,13 @@ from pydantic import Field
 from mlops_assets.defs.keys import deployment_key, drift_report_key, production_performance_key
 from mlops_assets.defs.resources import DataStoreResource, LocalFilesResource
 from mlops_assets.defs.resources.serving import ServingResource
-from mlops_assets.defs.resources.tracking import MlflowResource
+from mlops_assets.defs.resources.tracking import MlflowResource, production_version
 from mlops_assets.monitoring.drift import DriftInputError, compute_drift, judge, reference_frame
 from mlops_assets.monitoring.labels import labels_repository
 from mlops_assets.monitoring.performance import PerformanceInputError, assess_window
 from mlops_assets.monitoring.windows import current_window, labelled_window
 from mlops_assets.serving.predlog import predictions_repository
 from mlops_assets.specs import ModelSpec
-from mlops_assets.training.tracking import PRODUCTION
 
 
 class DriftConfig(dg.Config):
@@ -38,18 +37,6 @@ class PerformanceConfig(dg.Config):
         lt=1,
         description="band around the evaluated score, relative (0.03 = the roadmap's ±3%)",
     )
-
-
-def serving_version(tracking, spec: ModelSpec, what: str):
-    """The registry's ``production`` version: what serves now, and what is monitored."""
-    serving = tracking.version_by_alias(spec.model_name, PRODUCTION)
-    if serving is None:
-        raise dg.Failure(
-            f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing "
-            f"{what}. Materialize the training group first.",
-            allow_retries=False,
-        )
-    return serving
 
 
 def push_figures(context, serving: ServingResource, spec: ModelSpec, model_version, **figures):
@@ -158,7 +145,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
         serving: ServingResource,
     ):
         tracking = mlflow.tracking()
-        model_version = serving_version(tracking, spec, "to monitor")
+        model_version = production_version(tracking, spec, "to monitor")
         version, commit = model_version.version, model_version.tags.get("lakefs.commit")
         if not commit:
             raise dg.Failure(f"version {version} has no lakefs.commit tag", allow_retries=False)
@@ -236,7 +223,7 @@ def build_monitoring_assets(spec: ModelSpec) -> list[dg.AssetsDefinition]:
     ):
         tracking = mlflow.tracking()
         metric = spec.evaluation.metric
-        serving_model = serving_version(tracking, spec, "to score")
+        serving_model = production_version(tracking, spec, "to score")
         version = serving_model.version
         gated = serving_model.tags.get(f"gate.{metric}")
         store = data_store.open(labels_repository(spec))

@@ -143,3 +143,20 @@ def build_mlflow_resource(settings: Settings) -> MlflowResource:
     return MlflowResource(
         tracking_uri=uri, artifact_root=str(artifacts), ui_url=settings.mlflow_ui_url
     )
+
+
+def production_version(tracking: Tracking, spec: ModelSpec, what: str):
+    """The registry version that holds the ``production`` alias (what serves now): what the
+    monitoring and batch-scoring assets work on. None yet is a failure that says what to do."""
+    from mlops_assets.defs.keys import deployment_key
+    from mlops_assets.training.tracking import PRODUCTION
+
+    live = tracking.version_by_alias(spec.model_name, PRODUCTION)
+    if live is None:
+        raise dg.Failure(
+            f"{spec.model_name!r} has no '{PRODUCTION}' version: nothing serves, nothing {what}. "
+            f"Materialize {deployment_key(spec.name).to_user_string()} (the gate must pass "
+            "first)",
+            allow_retries=False,
+        )
+    return live
