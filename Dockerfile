@@ -76,7 +76,10 @@ EOF
 COPY setup.py pyproject.toml workspace.yaml dagster.yaml README.md MLproject ./
 COPY deploy/dagster ./deploy/dagster
 COPY mlops_assets ./mlops_assets
+# compileall: the image runs as a user that cannot write __pycache__ there, so without it every
+# process (code server, each run pod, the inference server) compiles the package from source.
 RUN uv pip install --system --no-cache --no-deps -e . \
+ && python -m compileall -q mlops_assets \
  && groupadd --gid 10001 mlops \
  && useradd --create-home --uid 10001 --gid 10001 mlops \
  && mkdir -p "$DAGSTER_HOME" "$MLOPS_DATA_DIR" \
