@@ -127,6 +127,20 @@ def test_stale_without_new_data_alerts_with_new_data_retrains_and_a_failure_is_r
         assert gauge(url) is None
         again, cursor = tick(cursor)
         assert isinstance(again, dg.SkipReason) and gauge(url) == ("1", "1.0")
+        # a retraining under way (launched by hand) ends "nothing to learn" while it runs ...
+        manual = instance.add_run(
+            dg.DagsterRun(
+                job_name="__ASSET_JOB",
+                status=dg.DagsterRunStatus.STARTED,
+                asset_selection=frozenset(retrain_keys("churn")),
+            )
+        )
+        busy, cursor = tick(cursor)
+        assert "already under way" in busy.skip_message and gauge(url) == ("1", "0.0")
+        # ... and with it gone and main unchanged, the alert is back
+        instance.report_run_canceled(manual)
+        again, cursor = tick(cursor)
+        assert "ALERT" in again.skip_message and gauge(url) == ("1", "1.0")
 
         # new data on main: retrain (attempt 1)
         day = DAY0 + dt.timedelta(days=10)

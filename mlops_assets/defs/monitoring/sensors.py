@@ -375,6 +375,8 @@ def build_freshness_sensor(
         state = _stale_cursor(context.cursor, stamp)
         running = run_in_flight(instance, model)
         if running is not None:
+            if state.get("gauge"):  # a retraining is under way: no longer "nothing to learn"
+                context.update_cursor(json.dumps(_clear_gauge(context, serving, spec, state)))
             return dg.SkipReason(f"retraining run {running.run_id[:8]} is already under way")
         if (same := _no_new_data(instance, spec)) is not None:
             message, observation = _stale_alert(instance, spec, same[0], since, clock())
